@@ -1,0 +1,197 @@
+//! # mpscript-runtime
+//!
+//! Python's `multiprocessing` toolbox for [Rhai](https://rhai.rs) scripts, backed by real forked
+//! processes, real pipes and sockets, and real shared memory. The guest API is the contract in
+//! the project's `API.md`; this crate is the library behind the `mpscript` binary and is meant
+//! to be embedded.
+//!
+//! ```
+//! let rt = mpscript_runtime::Runtime::new(mpscript_runtime::new_engine());
+//! let status = rt
+//!     .run_source("<doc>", "let p = Process(|| 6 * 7); p.start(); p.join(); p.exitcode", vec![])
+//!     .unwrap();
+//! assert_eq!(status, 0);
+//! ```
+//!
+//! Module map (one concept per module, as CPython's `Lib/multiprocessing/`):
+//! - [`errors`]: every error kind, built in one place; `KIND: message` reports.
+//! - [`wire`]: the encoding of sendable values (hand codec; postcard for control messages).
+//! - [`process`]: `Process`, identity and children; [`process::fork`] is the start method.
+//! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
+//! - [`program`]: the running script's source units and exit status.
+//! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
+//! - [`register`]: the thin layer that registers each concept with Rhai.
+
+#![deny(missing_docs)]
+
+pub mod errors;
+pub mod hygiene;
+pub mod process;
+pub mod program;
+pub mod register;
+pub mod signals;
+pub mod waiting;
+pub mod wire;
+
+use rhai::{Dynamic, Engine, EvalAltResult, Scope};
+use std::io::Write;
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The hashing seed every mpscript engine uses, so that anonymous function names (`anon$…`)
+/// are the same in every process running the same source, exec'd ones included.
+pub const HASHING_SEED: [u64; 4] = [0x6d70_7363, 0x7269_7074, 0x5275_6e74, 0x696d_6521];
+
+/// Adds the whole guest API (API.md) to a host's engine.
+pub fn register(engine: &mut Engine) {
+    register::register_all(engine);
+}
+
+/// A new engine with the whole API, a fixed hashing seed, Ctrl-C checks, and a `print` that
+/// writes straight to stdout (flushed per line, so forks never duplicate output, and a closed
+/// stdout ends the process quietly instead of panicking).
+pub fn new_engine() -> Engine {
+    let _ = rhai::config::hashing::set_hashing_seed(Some(HASHING_SEED));
+    let mut engine = Engine::new();
+    engine.set_optimization_level(rhai::OptimizationLevel::Simple);
+    engine.set_max_call_levels(1024);
+    engine.on_print(|s| {
+        let mut out = std::io::stdout().lock();
+        if writeln!(out, "{s}").and_then(|_| out.flush()).is_err() {
+            process::fork::exit_now(0); // EPIPE: the reader is gone
+        }
+    });
+    signals::install_progress_hook(&mut engine);
+    register(&mut engine);
+    engine
+}
+
+static ENGINE: OnceLock<&'static Engine> = OnceLock::new();
+
+/// The engine handed to [`Runtime::new`] in this process, if any (script threads need one that
+/// lives for ever).
+pub fn runtime_engine() -> Option<&'static Engine> {
+    ENGINE.get().copied()
+}
+
+/// A script's failure, as the CLI reports it.
+#[derive(Debug, Clone)]
+pub struct ScriptError {
+    /// The exit status the CLI uses (1, or 130 after `KeyboardInterrupt`).
+    pub status: i32,
+    /// `KIND` of `KIND: message`.
+    pub kind: String,
+    /// The whole report: `KIND: message`, position, source line and caret.
+    pub report: String,
+}
+
+/// The runtime of one process: owns its engine for the life of the process.
+pub struct Runtime {
+    engine: &'static Engine,
+}
+
+impl Runtime {
+    /// Takes the engine for the life of the process (one runtime per process).
+    pub fn new(engine: Engine) -> Self {
+        let engine: &'static Engine = Box::leak(Box::new(engine));
+        let _ = ENGINE.set(engine);
+        wire::set_type_namer(Box::new(move |t| engine.map_type_name(t).to_string()));
+        Runtime { engine }
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &'static Engine {
+        self.engine
+    }
+
+    /// Runs a script file as `mpscript FILE ARGS...` does; `Ok` is the exit status (0 or the
+    /// script's `exit(n)`). A file that cannot be read is `Err` with status 2.
+    pub fn run_file(&self, path: &Path, argv: Vec<String>) -> Result<i32, ScriptError> {
+        let source = std::fs::read_to_string(path).map_err(|e| ScriptError {
+            status: 2,
+            kind: "OSError".into(),
+            report: format!(
+                "mpscript: cannot open {}: {}\n",
+                path.display(),
+                io_reason(&e)
+            ),
+        })?;
+        self.run_source(&path.display().to_string(), &source, argv)
+    }
+
+    /// Runs source text as a whole script named `name`; children still running at the end are
+    /// joined (daemons terminated), as CPython does at interpreter exit.
+    pub fn run_source(
+        &self,
+        name: &str,
+        source: &str,
+        argv: Vec<String>,
+    ) -> Result<i32, ScriptError> {
+        let body = strip_shebang(source);
+        program::add_unit(name, body);
+        let mut scope = Scope::new();
+        let argv: rhai::Array = argv.into_iter().map(Dynamic::from).collect();
+        scope.push_constant("ARGV", argv);
+        let result = self
+            .engine
+            .compile_with_scope(&scope, body)
+            .map_err(|e| Box::new(EvalAltResult::from(e)))
+            .and_then(|ast| {
+                let mut ast = ast;
+                ast.set_source(name);
+                self.engine.run_ast_with_scope(&mut scope, &ast)
+            });
+        self.finish(result)
+    }
+
+    fn finish(&self, result: Result<(), Box<EvalAltResult>>) -> Result<i32, ScriptError> {
+        match result {
+            Ok(()) => {
+                process::finish_children();
+                Ok(program::take_exit().unwrap_or(0))
+            }
+            Err(e) if matches!(*e, EvalAltResult::Exit(..)) => {
+                process::finish_children();
+                Ok(program::take_exit().unwrap_or(0))
+            }
+            Err(e) => {
+                let d = errors::describe(&e);
+                let report = program::render_error(&e);
+                let interrupted = d.kind == "KeyboardInterrupt";
+                // Report first, then wait for the children, as CPython's atexit does.
+                let _ = std::io::stdout().flush();
+                eprint!("{report}");
+                if interrupted {
+                    process::terminate_children();
+                } else {
+                    process::finish_children();
+                }
+                Err(ScriptError {
+                    status: if interrupted { 130 } else { 1 },
+                    kind: d.kind,
+                    report,
+                })
+            }
+        }
+    }
+}
+
+fn io_reason(e: &std::io::Error) -> String {
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// A leading `#!` line is not Rhai: blank it (keeping line numbers).
+fn strip_shebang(source: &str) -> &str {
+    if source.starts_with("#!") {
+        match source.find('\n') {
+            Some(i) => &source[i..],
+            None => "",
+        }
+    } else {
+        source
+    }
+}

@@ -1,0 +1,153 @@
+//! The fork start method (CPython's `popen_fork.py`): fork, the child's bootstrap and exit,
+//! and the parent's view of a child through a pidfd.
+//!
+//! Why a pidfd and not CPython's sentinel pipe: a pipe's write end is inherited by
+//! grandchildren, so it can stay open after the child exits; a pidfd becomes readable exactly
+//! when the child exits, whoever else is alive, and signals sent through it can never hit a
+//! recycled pid. Every wait on a child is a `poll` on its pidfd (see `waiting`).
+//!
+//! Child bootstrap, in order: reset the per-process runtime state it inherited (children,
+//! background sources, SIGINT handling), ask for SIGKILL when the parent dies (and check the
+//! parent did not die before that took effect), run the work, flush stdout, and leave with
+//! `_exit`, never running the parent's destructors or atexit hooks (rhai-notes "Traps").
+
+use crate::errors::{mp_err, os_error, ErrorKind, RtResult};
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Script threads alive besides the main thread (maintained by the threads module). Fork
+/// copies only the calling thread, so the fork start method refuses to fork while any other
+/// script thread runs (API.md "Threads").
+pub static OTHER_SCRIPT_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// Refuses to fork when another script thread is alive.
+pub fn check_fork_allowed() -> RtResult<()> {
+    let n = OTHER_SCRIPT_THREADS.load(Ordering::SeqCst);
+    if n > 0 {
+        return Err(mp_err(
+            ErrorKind::RuntimeError,
+            format!(
+                "{n} other thread{} running: use get_context(\"spawn\")",
+                if n == 1 { " is" } else { "s are" }
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A started child as its parent sees it.
+#[derive(Debug)]
+pub struct Child {
+    /// The child's pid.
+    pub pid: Pid,
+    /// A pidfd: readable once the child has exited.
+    pub pidfd: OwnedFd,
+}
+
+/// Flushes what a fork would otherwise duplicate: Rust's stdout and C's stdio buffers.
+pub fn flush_before_fork() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: fflush(NULL) flushes every C stdio stream; always safe to call.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
+/// Forks. In the child, `reset` then `work` run and the child exits with `work`'s status; in
+/// the parent, returns the child. The caller must have checked [`check_fork_allowed`].
+pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<Child> {
+    flush_before_fork();
+    let parent = nix::unistd::getpid();
+    // SAFETY: the runtime starts no threads and refuses to fork while script threads run
+    // (`check_fork_allowed`), so the child is a complete copy of a single-threaded process and
+    // may run any code.
+    match unsafe { fork() } {
+        Err(e) => Err(os_error(e, "fork")),
+        Ok(ForkResult::Child) => {
+            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            if nix::unistd::getppid() != parent {
+                exit_now(1); // the parent died before the death signal was armed
+            }
+            crate::signals::ignore_sigint();
+            reset();
+            let code = work();
+            exit_now(code)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let pidfd = pidfd_open(child).map_err(|e| os_error(e, "pidfd_open"))?;
+            Ok(Child { pid: child, pidfd })
+        }
+    }
+}
+
+/// Ends this (child) process at once: flush stdout and stderr, then `_exit(code)`.
+pub fn exit_now(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: fflush(NULL) then _exit are always safe; _exit skips the parent's atexit hooks
+    // and destructors, which must not run twice.
+    unsafe {
+        libc::fflush(std::ptr::null_mut());
+        libc::_exit(code & 0xff)
+    }
+}
+
+/// `pidfd_open(2)`.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, Errno> {
+    // SAFETY: a plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// Sends `sig` through a pidfd (a no-op for a child that has already exited).
+pub fn pidfd_signal(pidfd: &OwnedFd, sig: i32) -> Result<(), Errno> {
+    // SAFETY: a plain syscall; the pidfd is open for the duration of the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => match Errno::last() {
+            Errno::ESRCH => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
+/// Reaps `pid` if it has exited: `Some(exitcode)` (`-signum` when killed), `None` if running.
+pub fn try_reap(pid: Pid) -> Result<Option<i32>, Errno> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => Ok(None),
+        Ok(WaitStatus::Exited(_, code)) => Ok(Some(code)),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Ok(Some(-(sig as i32))),
+        Ok(_) => Ok(None),
+        Err(Errno::EINTR) => try_reap(pid),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reaps `pid`, blocking until it exits (used once its pidfd is readable).
+pub fn reap(pid: Pid) -> Result<i32, Errno> {
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(-(sig as i32)),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! Waiting: timeouts as API.md reads them, deadlines, and the one blocking primitive that every
+//! fd-based wait of the runtime goes through.
+//!
+//! Blocking is the kernel's job (`poll` on pidfds, pipes, sockets, eventfds) with a deadline,
+//! never a sleep loop. [`wait_fds`] also checks for Ctrl-C on every wake (SIGINT interrupts
+//! `poll` with EINTR) and services the runtime's "background" sources: work CPython does in
+//! helper threads (a pool's result handler, callbacks) is done here, inside the runtime calls
+//! that wait, because the runtime starts no thread in a process that may fork. A module with
+//! such work registers a [`Background`] source; it runs whenever any runtime call waits.
+
+use crate::errors::{type_error, RtResult};
+use crate::signals;
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use rhai::{Dynamic, NativeCallContext};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+/// Reads a timeout argument: an int or float of seconds, `()` for none; negative means 0.
+pub fn timeout_arg(v: &Dynamic) -> RtResult<Option<Duration>> {
+    if v.is_unit() {
+        return Ok(None);
+    }
+    let secs = if let Ok(i) = v.as_int() {
+        i as f64
+    } else if let Ok(f) = v.as_float() {
+        f
+    } else {
+        return Err(type_error(format!(
+            "a timeout must be an int, a float or (), not {}",
+            crate::wire::script_type_name(v)
+        )));
+    };
+    if secs.is_nan() {
+        return Err(crate::errors::value_error("timeout is NaN"));
+    }
+    Ok(Some(Duration::from_secs_f64(secs.clamp(0.0, 1e9))))
+}
+
+/// A point in time a wait must end by (`None`: wait for ever).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// A deadline `timeout` from now (`None`: never).
+    pub fn after(timeout: Option<Duration>) -> Self {
+        Deadline(timeout.map(|t| Instant::now() + t))
+    }
+
+    /// No deadline.
+    pub fn never() -> Self {
+        Deadline(None)
+    }
+
+    /// Time left (`None`: unbounded; zero once passed).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.0.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// True once the deadline has passed.
+    pub fn passed(&self) -> bool {
+        matches!(self.remaining(), Some(d) if d.is_zero())
+    }
+}
+
+/// Work the runtime does while the script waits (see the module docs).
+pub trait Background: Send + Sync {
+    /// The fds whose readiness means there is work to do.
+    fn fds(&self) -> Vec<RawFd>;
+    /// Does the work (may call script callbacks through `ctx`).
+    fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()>;
+}
+
+fn backgrounds() -> &'static Mutex<Vec<Weak<dyn Background>>> {
+    static B: std::sync::OnceLock<Mutex<Vec<Weak<dyn Background>>>> = std::sync::OnceLock::new();
+    B.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Registers a background source for as long as it lives.
+pub fn add_background(b: &Arc<dyn Background>) {
+    let mut v = backgrounds().lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|w| w.strong_count() > 0);
+    v.push(Arc::downgrade(b));
+}
+
+/// Forgets every background source (a forked child must not service its parent's).
+pub fn clear_backgrounds() {
+    backgrounds()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+}
+
+fn live_backgrounds() -> Vec<Arc<dyn Background>> {
+    backgrounds()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+        .collect()
+}
+
+/// Waits until one of `fds` is readable (or hung up) or the deadline passes, servicing
+/// background sources meanwhile. Returns which of `fds` are ready (empty on timeout).
+/// Raises `KeyboardInterrupt` on Ctrl-C.
+pub fn wait_fds(
+    ctx: Option<&NativeCallContext>,
+    fds: &[RawFd],
+    deadline: Deadline,
+) -> RtResult<Vec<usize>> {
+    loop {
+        signals::check_interrupt()?;
+        let bg = live_backgrounds();
+        let bg_fds: Vec<Vec<RawFd>> = bg.iter().map(|b| b.fds()).collect();
+        let mut all: Vec<RawFd> = fds.to_vec();
+        for f in &bg_fds {
+            all.extend_from_slice(f);
+        }
+        // SAFETY: the caller keeps every fd in `fds` open for the call; background sources
+        // keep theirs open while registered.
+        let borrowed: Vec<BorrowedFd<'_>> = all
+            .iter()
+            .map(|&fd| unsafe { BorrowedFd::borrow_raw(fd) })
+            .collect();
+        let mut pfds: Vec<PollFd<'_>> = borrowed
+            .iter()
+            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        let timeout = match deadline.remaining() {
+            None => PollTimeout::NONE,
+            Some(d) => {
+                // Round up, so a wait never ends before its deadline.
+                let ms = d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut pfds, timeout) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(crate::errors::os_error(e, "poll")),
+            Ok(_) => {}
+        }
+        let ready_flags = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+        let ready: Vec<bool> = pfds
+            .iter()
+            .map(|p| p.revents().is_some_and(|r| r.intersects(ready_flags)))
+            .collect();
+        drop(pfds);
+        let mut k = fds.len();
+        for (b, f) in bg.iter().zip(&bg_fds) {
+            if ready[k..k + f.len()].iter().any(|&r| r) {
+                b.service(ctx)?;
+            }
+            k += f.len();
+        }
+        let mine: Vec<usize> = (0..fds.len()).filter(|&i| ready[i]).collect();
+        if !mine.is_empty() || deadline.passed() {
+            return Ok(mine);
+        }
+    }
+}
+
+/// `sleep(secs)`: waits the full time (servicing background work), Ctrl-C interrupts it.
+pub fn sleep(ctx: Option<&NativeCallContext>, d: Duration) -> RtResult<()> {
+    let deadline = Deadline::after(Some(d));
+    while !deadline.passed() {
+        wait_fds(ctx, &[], deadline)?;
+    }
+    Ok(())
+}

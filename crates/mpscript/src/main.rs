@@ -1,0 +1,85 @@
+//! `mpscript`: run a Rhai script with Python's multiprocessing toolbox, or start the REPL.
+//!
+//! Thin by design (as ripgrep's `main.rs`): parse the command line, hand the script to
+//! `mpscript_runtime::Runtime`, and map the outcome to an exit status — 0, the script's
+//! `exit(n)`, 1 for an uncaught error, 2 for bad usage or a missing file, 130 after an
+//! uncaught `KeyboardInterrupt`.
+
+use clap::Parser;
+use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Command-line arguments.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mpscript",
+    version,
+    about = "Rhai scripts with Python's multiprocessing toolbox: real processes, pipes and shared memory",
+    after_help = "Without FILE or -e: starts the REPL on a terminal, or runs standard input as a script."
+)]
+struct Cli {
+    /// Evaluate CODE instead of a file (ARGS become ARGV).
+    #[arg(short = 'e', long = "eval", value_name = "CODE")]
+    eval: Option<String>,
+
+    /// The script to run, then the arguments it sees as ARGV.
+    #[arg(
+        value_name = "FILE",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let leak_check = std::env::var_os("MPSCRIPT_LEAK_CHECK").is_some_and(|v| v == "1");
+    if leak_check {
+        mpscript_runtime::hygiene::record_baseline();
+    }
+    mpscript_runtime::signals::install_sigint_handler();
+    let rt = mpscript_runtime::Runtime::new(mpscript_runtime::new_engine());
+    let outcome = if let Some(code) = cli.eval {
+        rt.run_source("<string>", &code, cli.args)
+    } else if let Some((file, rest)) = cli.args.split_first() {
+        rt.run_file(&PathBuf::from(file), rest.to_vec())
+    } else if std::io::stdin().is_terminal() {
+        eprintln!(
+            "mpscript {}: the interactive REPL is not built yet; run a script with `mpscript FILE.rhai` or `mpscript -e CODE`",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::from(2);
+    } else {
+        let mut source = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut source) {
+            eprintln!("mpscript: cannot read standard input: {e}");
+            return ExitCode::from(2);
+        }
+        rt.run_source("<stdin>", &source, Vec::new())
+    };
+    if leak_check {
+        let problems = mpscript_runtime::hygiene::check();
+        if !problems.is_empty() {
+            for p in problems {
+                eprintln!("mpscript: leak check: {p}");
+            }
+            return ExitCode::from(99);
+        }
+    }
+    match outcome {
+        Ok(status) => ExitCode::from(status as u8),
+        Err(e) => {
+            if e.status == 2 {
+                eprint!("{}", e.report); // not printed by the runtime: nothing ran
+            }
+            ExitCode::from(e.status as u8)
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests of the `mpscript` binary: one test binary, a module per area (as
+//! ripgrep's `tests/tests.rs`). Script-output tests live in `scripts.rs`.
+
+mod common;
+
+// The command line: usage, exit statuses, error reports.
+mod cli;
+// Processes, checked from outside: ported CPython tests and process hygiene.
+mod process;

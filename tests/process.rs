@@ -1,0 +1,90 @@
+//! Processes checked from outside the script: a killed parent takes its children with it, and
+//! output is neither lost nor duplicated whether stdout is a pipe or a file.
+
+use crate::common::{bin, run};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn wait_gone(pid: i32, ms: i32) -> bool {
+    // SAFETY: pidfd_open/poll/close on a pid we were told about; failure means it is gone.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        if fd < 0 {
+            return true;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let r = libc::poll(&mut p, 1, ms);
+        libc::close(fd);
+        r == 1
+    }
+}
+
+#[test]
+fn children_die_with_a_killed_parent() {
+    let code = "let c = Process(|| { let g = Process(|| sleep(60)); g.start(); print(g.pid); sleep(60) });\n\
+                c.start(); print(c.pid); loop { sleep(1); }";
+    let mut main = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(main.stdout.take().unwrap());
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        pids.push(line.trim().parse::<i32>().unwrap());
+    }
+    main.kill().unwrap();
+    main.wait().unwrap();
+    for pid in pids {
+        assert!(
+            wait_gone(pid, 10_000),
+            "process {pid} outlived its killed parent"
+        );
+    }
+}
+
+const FORKY: &str = "print(\"before\");\n\
+    let ps = [];\n\
+    for i in 0..8 { let p = Process(|i| print(`child ${i}`), [i]); p.start(); ps.push(p); }\n\
+    for p in ps { p.join(); }\n\
+    print(\"after\");";
+
+fn check_forky_output(text: &str) {
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 10, "{text}");
+    assert_eq!(lines[0], "before");
+    assert_eq!(lines[9], "after");
+    let mut kids: Vec<&str> = lines[1..9].to_vec();
+    kids.sort();
+    let want: Vec<String> = (0..8).map(|i| format!("child {i}")).collect();
+    assert_eq!(kids, want);
+}
+
+#[test]
+fn output_through_a_pipe_is_not_duplicated() {
+    let r = run(&["-e", FORKY], "", None, Duration::from_secs(60));
+    assert_eq!(r.status, 0, "{}", r.stderr);
+    check_forky_output(&r.stdout);
+}
+
+#[test]
+fn output_to_a_file_is_not_duplicated() {
+    let path = std::env::temp_dir().join(format!("mpscript-out-{}.txt", std::process::id()));
+    let f = std::fs::File::create(&path).unwrap();
+    let st = Command::new(bin())
+        .args(["-e", FORKY])
+        .stdout(f)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let text = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    check_forky_output(&text);
+}
