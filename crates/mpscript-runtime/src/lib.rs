@@ -20,6 +20,7 @@
 //! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
 //! - [`program`]: the running script's source units and exit status.
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
+//! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
@@ -29,6 +30,7 @@ pub mod hygiene;
 pub mod process;
 pub mod program;
 pub mod register;
+pub mod shm;
 pub mod signals;
 pub mod waiting;
 pub mod wire;

@@ -68,7 +68,10 @@ fn closure_travels_as_name_and_deep_captures() {
     let back = decode(&bytes, vec![], Some(&resolver)).unwrap();
     let g = back.try_cast::<FnPtr>().unwrap();
     assert_eq!(g.curry().len(), 1);
-    assert!(!g.curry()[0].is_shared(), "a deep copy, not the shared cell");
+    assert!(
+        !g.curry()[0].is_shared(),
+        "a deep copy, not the shared cell"
+    );
     assert_eq!(format!("{:?}", g.curry()[0]), "[1, 2]");
 }
 
@@ -124,7 +127,11 @@ fn nesting_beyond_the_limit_is_a_send_error() {
 
 #[test]
 fn truncated_and_trailing_bytes_are_errors() {
-    let v = Dynamic::from_array(vec!["abc".into(), 5_i64.into(), Dynamic::from_blob(vec![9; 40])]);
+    let v = Dynamic::from_array(vec![
+        "abc".into(),
+        5_i64.into(),
+        Dynamic::from_blob(vec![9; 40]),
+    ]);
     let (bytes, _) = encode(&v, "item").unwrap();
     for cut in 0..bytes.len() {
         assert!(decode(&bytes[..cut], vec![], None).is_err(), "cut at {cut}");
