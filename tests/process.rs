@@ -88,3 +88,42 @@ fn output_to_a_file_is_not_duplicated() {
     let _ = std::fs::remove_file(&path);
     check_forky_output(&text);
 }
+
+#[test]
+fn output_to_a_terminal_is_not_duplicated() {
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty fills two fds we then own; no name/termios/winsize requested.
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty");
+    // SAFETY: both fds were just returned by openpty and are owned here.
+    let (master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let mut child = Command::new(bin())
+        .args(["-e", FORKY])
+        .stdout(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    // Every writer of the pty is gone: read what it holds until EIO/EOF.
+    let mut text = Vec::new();
+    let mut m = master;
+    let _ = m.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text).replace("\r\n", "\n");
+    check_forky_output(&text);
+}
