@@ -21,12 +21,14 @@
 //! - [`program`]: the running script's source units and exit status.
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
+//! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
 
 pub mod errors;
 pub mod hygiene;
+pub mod listener;
 pub mod process;
 pub mod program;
 pub mod register;
