@@ -51,6 +51,8 @@ pub fn register(engine: &mut Engine) {
     register::register_all(engine);
 }
 
+pub use wire::register_sendable;
+
 /// A new engine with the whole API, a fixed hashing seed, Ctrl-C checks, and a `print` that
 /// writes straight to stdout (flushed per line, so forks never duplicate output, and a closed
 /// stdout ends the process quietly instead of panicking).

@@ -506,3 +506,40 @@ pub fn to_control<T: serde::Serialize>(msg: &T) -> Vec<u8> {
 pub fn from_control<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())
 }
+
+fn encode_serde<T: serde::Serialize + Clone + 'static>(
+    v: &Dynamic,
+    e: &mut Encoder,
+) -> Result<(), String> {
+    let t = v
+        .read_lock::<T>()
+        .ok_or_else(|| "not a value of the registered type".to_string())?;
+    let bytes = postcard::to_allocvec(&*t).map_err(|err| err.to_string())?;
+    e.raw(&bytes);
+    Ok(())
+}
+
+fn decode_serde<T>(d: &mut Decoder) -> Result<Dynamic, String>
+where
+    T: serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let bytes = d.raw()?;
+    let t: T = postcard::from_bytes(bytes).map_err(|e| e.to_string())?;
+    Ok(Dynamic::from(t))
+}
+
+/// Makes a host type sendable (API.md "Embedding"): registers `T` with the engine under `name`
+/// (what `type_of` says) and lets its values cross process boundaries through its serde impls.
+/// Any other host type raises `SendError` when sent.
+pub fn register_sendable<T>(engine: &mut rhai::Engine, name: &str)
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    let name: &'static str = Box::leak(name.to_string().into_boxed_str());
+    engine.register_type_with_name::<T>(name);
+    register_handle::<T>(HandleCodec {
+        name,
+        encode: encode_serde::<T>,
+        decode: decode_serde::<T>,
+    });
+}

@@ -191,3 +191,25 @@ proptest! {
         let _ = decode(&bytes, vec![], None);
     }
 }
+
+#[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+struct Point {
+    x: i64,
+    label: String,
+}
+
+#[test]
+fn host_type_opted_in_with_serde_travels() {
+    let mut engine = Engine::new();
+    mpscript_runtime::register_sendable::<Point>(&mut engine, "Point");
+    let p = Point {
+        x: 3,
+        label: "p".into(),
+    };
+    let v = Dynamic::from_array(vec![Dynamic::from(p.clone())]);
+    let (bytes, _) = encode(&v, "item").unwrap();
+    let back = decode(&bytes, vec![], None).unwrap();
+    let arr = back.into_array().unwrap();
+    assert_eq!(arr[0].clone().try_cast::<Point>().unwrap(), p);
+    assert_eq!(mpscript_runtime::wire::script_type_name(&arr[0]), "Point");
+}
