@@ -66,8 +66,12 @@ impl Deadline {
 
 /// Work the runtime does while the script waits (see the module docs).
 pub trait Background: Send + Sync {
-    /// The fds whose readiness means there is work to do.
+    /// The fds whose readability means there is work to do.
     fn fds(&self) -> Vec<RawFd>;
+    /// The fds whose writability means there is work to do (a partly written message).
+    fn write_fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
     /// Does the work (may call script callbacks through `ctx`).
     fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()>;
 }
@@ -113,8 +117,13 @@ pub fn wait_fds(
         signals::check_interrupt()?;
         let bg = live_backgrounds();
         let bg_fds: Vec<Vec<RawFd>> = bg.iter().map(|b| b.fds()).collect();
+        let bg_wfds: Vec<Vec<RawFd>> = bg.iter().map(|b| b.write_fds()).collect();
         let mut all: Vec<RawFd> = fds.to_vec();
         for f in &bg_fds {
+            all.extend_from_slice(f);
+        }
+        let n_read = all.len();
+        for f in &bg_wfds {
             all.extend_from_slice(f);
         }
         // SAFETY: the caller keeps every fd in `fds` open for the call; background sources
@@ -125,7 +134,15 @@ pub fn wait_fds(
             .collect();
         let mut pfds: Vec<PollFd<'_>> = borrowed
             .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+            .enumerate()
+            .map(|(i, fd)| {
+                let ev = if i < n_read {
+                    PollFlags::POLLIN
+                } else {
+                    PollFlags::POLLOUT
+                };
+                PollFd::new(*fd, ev)
+            })
             .collect();
         let timeout = match deadline.remaining() {
             None => PollTimeout::NONE,
@@ -140,18 +157,27 @@ pub fn wait_fds(
             Err(e) => return Err(crate::errors::os_error(e, "poll")),
             Ok(_) => {}
         }
-        let ready_flags = PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR;
+        let ready_flags =
+            PollFlags::POLLIN | PollFlags::POLLOUT | PollFlags::POLLHUP | PollFlags::POLLERR;
         let ready: Vec<bool> = pfds
             .iter()
             .map(|p| p.revents().is_some_and(|r| r.intersects(ready_flags)))
             .collect();
         drop(pfds);
         let mut k = fds.len();
-        for (b, f) in bg.iter().zip(&bg_fds) {
-            if ready[k..k + f.len()].iter().any(|&r| r) {
+        let mut due = vec![false; bg.len()];
+        for (j, f) in bg_fds.iter().enumerate() {
+            due[j] |= ready[k..k + f.len()].iter().any(|&r| r);
+            k += f.len();
+        }
+        for (j, f) in bg_wfds.iter().enumerate() {
+            due[j] |= ready[k..k + f.len()].iter().any(|&r| r);
+            k += f.len();
+        }
+        for (b, d) in bg.iter().zip(due) {
+            if d {
                 b.service(ctx)?;
             }
-            k += f.len();
         }
         let mine: Vec<usize> = (0..fds.len()).filter(|&i| ready[i]).collect();
         if !mine.is_empty() || deadline.passed() {

@@ -39,6 +39,57 @@ pub fn check_fork_allowed() -> RtResult<()> {
     Ok(())
 }
 
+fn close_set() -> &'static std::sync::Mutex<std::collections::BTreeSet<i32>> {
+    static S: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeSet<i32>>> =
+        std::sync::OnceLock::new();
+    S.get_or_init(Default::default)
+}
+
+/// Marks `fd` as one that a forked child must close at once (`add`), or no longer (`!add`):
+/// the parent's ends of pool workers' sockets, whose copies in other children would otherwise
+/// keep a worker from ever seeing end-of-file (CPython's `_afterfork` registry does the same).
+pub fn close_in_children(fd: i32, add: bool) {
+    let mut s = close_set().lock().unwrap_or_else(|e| e.into_inner());
+    if add {
+        s.insert(fd);
+    } else {
+        s.remove(&fd);
+    }
+}
+
+type Hook = fn();
+
+fn hooks() -> &'static std::sync::Mutex<(Vec<Hook>, Vec<Hook>)> {
+    static H: std::sync::OnceLock<std::sync::Mutex<(Vec<Hook>, Vec<Hook>)>> =
+        std::sync::OnceLock::new();
+    H.get_or_init(Default::default)
+}
+
+/// Registers `f` to run in every forked child before its work (e.g. forget inherited pools).
+pub fn at_fork_child(f: Hook) {
+    let mut h = hooks().lock().unwrap_or_else(|e| e.into_inner());
+    if !h.0.contains(&f) {
+        h.0.push(f);
+    }
+}
+
+/// Registers `f` to run when a process's script ends, before its children are joined (e.g.
+/// terminate pools, as CPython's exit finalizers do).
+pub fn at_exit(f: Hook) {
+    let mut h = hooks().lock().unwrap_or_else(|e| e.into_inner());
+    if !h.1.contains(&f) {
+        h.1.push(f);
+    }
+}
+
+/// Runs the `at_exit` hooks.
+pub fn run_exit_hooks() {
+    let list = hooks().lock().unwrap_or_else(|e| e.into_inner()).1.clone();
+    for f in list {
+        f();
+    }
+}
+
 /// A started child as its parent sees it.
 #[derive(Debug)]
 pub struct Child {
@@ -61,6 +112,13 @@ pub fn flush_before_fork() {
 pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<Child> {
     flush_before_fork();
     let parent = nix::unistd::getpid();
+    let to_close: Vec<i32> = close_set()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    let child_hooks = hooks().lock().unwrap_or_else(|e| e.into_inner()).0.clone();
     // SAFETY: the runtime starts no threads and refuses to fork while script threads run
     // (`check_fork_allowed`), so the child is a complete copy of a single-threaded process and
     // may run any code.
@@ -73,6 +131,18 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
                 exit_now(1); // the parent died before the death signal was armed
             }
             crate::signals::ignore_sigint();
+            for fd in to_close {
+                // SAFETY: closing inherited fds this process must not hold; their owners
+                // (values copied from the parent) are never dropped here (we leave by _exit).
+                unsafe { libc::close(fd) };
+            }
+            close_set()
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
+            for h in child_hooks {
+                h();
+            }
             reset();
             let code = work();
             exit_now(code)

@@ -176,6 +176,22 @@ impl Process {
         }
     }
 
+    /// Reaps an exited child without any wait loop (its pidfd is readable, or it was just
+    /// killed): blocks in `waitpid` only. Returns its exit code.
+    pub fn reap_blocking(&self) -> Option<i32> {
+        if let Ok(Some(c)) = self.poll() {
+            return Some(c);
+        }
+        let pid = match &self.data().state {
+            State::Started { pid, creator, .. } if *creator == nix::unistd::getpid() => *pid,
+            _ => return None,
+        };
+        let code = fork::reap(pid).ok();
+        self.data().exitcode = code;
+        forget_child(self);
+        code
+    }
+
     /// `is_alive()`.
     pub fn is_alive(&self) -> RtResult<bool> {
         {
@@ -452,9 +468,11 @@ pub fn become_child(handle: &Process) {
     crate::waiting::clear_backgrounds();
 }
 
-/// The end of a process's script (CPython's `_exit_function`): terminate daemonic children,
-/// then join the others. Leaves no child and no zombie behind.
+/// The end of a process's script (CPython's `_exit_function`): run the exit hooks (pools are
+/// terminated), terminate daemonic children, then join the others. Leaves no child and no
+/// zombie behind.
 pub fn finish_children() {
+    fork::run_exit_hooks();
     let all: Vec<Process> = children().clone();
     for p in all.iter().filter(|p| p.data().daemon) {
         let _ = p.signal(libc::SIGTERM);
@@ -476,6 +494,7 @@ pub fn finish_children() {
 
 /// Ends every child at once (SIGTERM, then reaps): after an uncaught error or Ctrl-C.
 pub fn terminate_children() {
+    fork::run_exit_hooks();
     let all: Vec<Process> = children().clone();
     for p in &all {
         let _ = p.signal(libc::SIGTERM);
