@@ -21,16 +21,20 @@
 //! - [`program`]: the running script's source units and exit status.
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
+//! - [`connection`]: `Pipe`, `Connection` (CPython's framing, fd passing), `wait_ready`.
+//! - [`queues`]: `Queue`, `SimpleQueue`, `JoinableQueue` on a shared memfd ring.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
 
+pub mod connection;
 pub mod errors;
 pub mod hygiene;
 pub mod listener;
 pub mod process;
 pub mod program;
+pub mod queues;
 pub mod register;
 pub mod shm;
 pub mod signals;

@@ -96,6 +96,16 @@ pub fn clear_backgrounds() {
         .clear();
 }
 
+/// True when some background source is registered (a wait must then go through [`wait_fds`];
+/// without one, a plain blocking read that EINTR interrupts is enough and cheaper).
+pub fn has_background() -> bool {
+    backgrounds()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|w| w.strong_count() > 0)
+}
+
 fn live_backgrounds() -> Vec<Arc<dyn Background>> {
     backgrounds()
         .lock()

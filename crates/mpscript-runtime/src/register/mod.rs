@@ -5,7 +5,9 @@
 //! registers it *volatile*: Rhai's optimiser may otherwise fold a call with constant arguments
 //! (`getpid()`, `Queue()`) at compile time, whatever optimisation level a host picks.
 
+pub mod connection;
 pub mod process;
+pub mod queues;
 pub mod system;
 
 use rhai::Engine;
@@ -47,4 +49,6 @@ macro_rules! reg_set {
 pub fn register_all(engine: &mut Engine) {
     system::register(engine);
     process::register(engine);
+    connection::register(engine);
+    queues::register(engine);
 }
