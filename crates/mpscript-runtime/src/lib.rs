@@ -23,6 +23,7 @@
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
 //! - [`connection`]: `Pipe`, `Connection` (CPython's framing, fd passing), `wait_ready`.
 //! - [`queues`]: `Queue`, `SimpleQueue`, `JoinableQueue` on a shared memfd ring.
+//! - [`pool`]: `Pool`, `AsyncResult`, imap: workers that never hang when one dies.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
@@ -32,6 +33,7 @@ pub mod connection;
 pub mod errors;
 pub mod hygiene;
 pub mod listener;
+pub mod pool;
 pub mod process;
 pub mod program;
 pub mod queues;

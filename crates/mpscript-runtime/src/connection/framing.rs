@@ -132,7 +132,8 @@ fn cmsg_space(n: usize) -> usize {
 
 /// One `recvmsg` into `buf`, collecting any fds into `fds`. Returns bytes read (0 = EOF).
 /// `block`: false adds MSG_DONTWAIT (EAGAIN comes back as `Ok(None)`).
-fn recv_some(
+/// One `recvmsg` into `buf`, collecting any fds that arrive (used by buffered readers).
+pub fn recv_some(
     fd: RawFd,
     buf: &mut [std::mem::MaybeUninit<u8>],
     fds: &mut Vec<OwnedFd>,

@@ -44,7 +44,7 @@ pub fn start(ctx: &NativeCallContext, p: &Process) -> RtResult<()> {
             // The child's copy of the handle describes itself.
             child_handle.data().state = State::Started {
                 pid: nix::unistd::getpid(),
-                pidfd: dev_null(),
+                pidfd: self_pidfd(),
                 creator: nix::unistd::getppid(),
             };
             become_child(&child_handle);
@@ -65,11 +65,10 @@ pub fn start(ctx: &NativeCallContext, p: &Process) -> RtResult<()> {
     Ok(())
 }
 
-/// A placeholder fd for the child's view of its own state (never polled).
-fn dev_null() -> std::os::fd::OwnedFd {
-    std::fs::File::open("/dev/null")
-        .map(Into::into)
-        .unwrap_or_else(|_| fork::exit_now(1))
+/// A pidfd on the calling process itself: a child's view of its own handle, so that
+/// `current_process().kill()` and friends work on it.
+pub fn self_pidfd() -> std::os::fd::OwnedFd {
+    fork::pidfd_open(nix::unistd::getpid()).unwrap_or_else(|_| fork::exit_now(1))
 }
 
 /// Runs the process's work in the calling process (the child, or `p.run()` called directly).

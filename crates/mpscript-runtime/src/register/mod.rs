@@ -6,6 +6,7 @@
 //! (`getpid()`, `Queue()`) at compile time, whatever optimisation level a host picks.
 
 pub mod connection;
+pub mod pool;
 pub mod process;
 pub mod queues;
 pub mod system;
@@ -51,4 +52,5 @@ pub fn register_all(engine: &mut Engine) {
     process::register(engine);
     connection::register(engine);
     queues::register(engine);
+    pool::register(engine);
 }

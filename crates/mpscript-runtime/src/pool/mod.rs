@@ -1,0 +1,267 @@
+//! Pool (CPython's `pool.py`): worker processes forked by `Pool()`, tasks in chunks, results in
+//! input order or as they come, callbacks in the parent — and no hang when a worker dies.
+//!
+//! Design, and why:
+//! - **Each worker has its own socket**, and the parent's scheduler decides which chunks go to
+//!   which worker. So the parent always knows exactly which tasks a worker held: when one dies
+//!   (SIGKILL, crash, `exit` in a task) precisely those fail with `BrokenProcessPool`, a
+//!   replacement is forked, and the rest go on. (CPython's shared task queue cannot tell,
+//!   which is why its Pool hangs for ever.) A worker gets a few chunks ahead so it never
+//!   idles, and batches travel in one frame, so tiny tasks cost one syscall each way per batch.
+//! - **No thread in the parent**: the scheduler runs inside runtime calls — every `get`,
+//!   `wait`, `join`, iteration, and (as a [`crate::waiting::Background`] source) any other
+//!   runtime wait such as `sleep` or `Queue.get`. Callbacks run there too, in completion order.
+//! - **The parent never blocks on a write**: task frames go out non-blocking and the rest is
+//!   kept until the socket is writable, so a worker busy writing results can never deadlock
+//!   with a parent writing tasks.
+//! - **Functions**: a forked worker has the whole script; REPL definitions made later travel
+//!   as source units and are replayed in the worker (see [`worker`]).
+
+pub mod api;
+pub mod results;
+pub mod sched;
+pub mod worker;
+
+pub use results::{result_entry, Job, JobKind};
+
+use crate::errors::{mp_err, value_error, ErrorKind, RtResult};
+use rhai::{Array, Dynamic, FnPtr, NativeCallContext};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// What happens when a worker dies holding tasks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OnDeath {
+    /// Pool: fail its tasks, fork a replacement, go on.
+    Replace,
+    /// ProcessPoolExecutor: the executor is broken; everything pending fails.
+    Break,
+}
+
+/// Options of `Pool(...)`.
+#[derive(Clone, Default)]
+pub struct PoolOptions {
+    /// Number of workers (default: `cpu_count()`).
+    pub processes: Option<usize>,
+    /// Called in each worker when it starts.
+    pub initializer: Option<FnPtr>,
+    /// Arguments for `initializer`.
+    pub initargs: Array,
+    /// A worker is replaced after this many chunks.
+    pub maxtasksperchild: Option<usize>,
+    /// Progress bar label (`progress: true` or a string).
+    pub progress: Option<String>,
+}
+
+/// A pool handle (cheap to copy; the last copy dropped terminates the workers).
+#[derive(Clone)]
+pub struct Pool(pub Arc<PoolHandle>);
+
+/// Owns the scheduler; terminates the workers when dropped.
+pub struct PoolHandle {
+    /// The scheduler state.
+    pub sched: Arc<Mutex<sched::Scheduler>>,
+}
+
+impl Drop for PoolHandle {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.sched.lock() {
+            s.terminate();
+        }
+    }
+}
+
+impl PartialEq for Pool {
+    fn eq(&self, o: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &o.0)
+    }
+}
+
+/// A handle on a job's results (`AsyncResult`).
+#[derive(Clone)]
+pub struct AsyncResult {
+    /// The pool that runs it.
+    pub pool: Pool,
+    /// The job.
+    pub job: Job,
+}
+
+/// The default chunksize, as CPython: `ceil(len / (4 * processes))`.
+pub fn default_chunksize(len: usize, processes: usize) -> usize {
+    if len == 0 {
+        return 1;
+    }
+    len.div_ceil(4 * processes.max(1))
+}
+
+impl Pool {
+    /// `Pool(options)`: forks the workers now.
+    pub fn new(ctx: &NativeCallContext, opts: PoolOptions, on_death: OnDeath) -> RtResult<Pool> {
+        let processes = match opts.processes {
+            Some(0) => return Err(value_error("Number of processes must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if opts.maxtasksperchild == Some(0) {
+            return Err(value_error("maxtasksperchild must be a positive int or ()"));
+        }
+        crate::process::fork::check_fork_allowed()?;
+        crate::process::fork::at_fork_child(sched::forget_all);
+        crate::process::fork::at_exit(sched::terminate_all);
+        if let Some(f) = &opts.initializer {
+            crate::wire::check_sendable(&Dynamic::from(f.clone()), "initializer")?;
+            crate::wire::check_sendable(&Dynamic::from_array(opts.initargs.clone()), "initargs")?;
+        }
+        let sched = Arc::new(Mutex::new(sched::Scheduler::new(processes, opts, on_death)));
+        {
+            let mut s = lock(&sched);
+            for _ in 0..processes {
+                s.spawn_worker(ctx)?;
+            }
+        }
+        let bg: Arc<dyn crate::waiting::Background> =
+            Arc::new(sched::BackgroundPool(Arc::downgrade(&sched)));
+        lock(&sched).background = Some(bg.clone());
+        crate::waiting::add_background(&bg);
+        sched::remember(&sched);
+        Ok(Pool(Arc::new(PoolHandle { sched })))
+    }
+
+    /// Locks the scheduler.
+    pub fn sched(&self) -> MutexGuard<'_, sched::Scheduler> {
+        lock(&self.0.sched)
+    }
+
+    fn check_running(&self) -> RtResult<()> {
+        self.sched().check_running()
+    }
+
+    /// Queues a job of `items` for `f` in chunks; returns its handle.
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit(
+        &self,
+        _ctx: &NativeCallContext,
+        kind: JobKind,
+        f: FnPtr,
+        star: bool,
+        items: Array,
+        chunksize: Option<usize>,
+        callback: Option<FnPtr>,
+        error_callback: Option<FnPtr>,
+    ) -> RtResult<AsyncResult> {
+        self.check_running()?;
+        if chunksize == Some(0) {
+            return Err(value_error("chunksize must be a positive int"));
+        }
+        // Unsendable arguments fail here, in the caller, before anything is queued.
+        crate::wire::check_sendable(&Dynamic::from(f.clone()), "target")?;
+        crate::wire::check_sendable(&Dynamic::from_array(items.clone()), "args")?;
+        if star {
+            for (i, it) in items.iter().enumerate() {
+                if !it.is_array() {
+                    return Err(mp_err(
+                        ErrorKind::TypeError,
+                        format!("starmap item {i} is not an array of arguments"),
+                    ));
+                }
+            }
+        }
+        let job = Job::new(kind, items.len(), callback, error_callback);
+        {
+            let mut s = self.sched();
+            let cs = chunksize.unwrap_or_else(|| match kind {
+                JobKind::Apply => 1,
+                _ => default_chunksize(items.len(), s.processes),
+            });
+            s.enqueue(&job, f, star, items, cs);
+            s.pump_io()?;
+        }
+        Ok(AsyncResult {
+            pool: self.clone(),
+            job,
+        })
+    }
+
+    /// Makes progress until `done()` is true or the deadline passes; runs due callbacks.
+    /// Returns whether `done()` became true.
+    pub fn wait_until(
+        &self,
+        ctx: Option<&NativeCallContext>,
+        deadline: crate::waiting::Deadline,
+        done: &dyn Fn() -> bool,
+    ) -> RtResult<bool> {
+        sched::wait_until(&self.0.sched, ctx, deadline, done)
+    }
+
+    /// `close()`: no more tasks; workers exit once the queued work is done.
+    pub fn close(&self) {
+        self.sched().close();
+    }
+
+    /// `terminate()`: kills the workers at once; unfinished tasks fail.
+    pub fn terminate(&self) {
+        self.sched().terminate();
+    }
+
+    /// `join()`: after close/terminate, waits for every worker to exit.
+    pub fn join(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        {
+            let s = self.sched();
+            if s.status == sched::Status::Running {
+                return Err(value_error("join() before close() or terminate()"));
+            }
+        }
+        let sched = self.0.sched.clone();
+        self.wait_until(ctx, crate::waiting::Deadline::never(), &move || {
+            lock(&sched).all_exited()
+        })?;
+        Ok(())
+    }
+}
+
+/// Locks a scheduler (a poisoned lock is still usable: the state is kept consistent).
+pub fn lock(s: &Mutex<sched::Scheduler>) -> MutexGuard<'_, sched::Scheduler> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Splits a task frame: `[4-byte LE units length][units][batch]`.
+pub fn split_message(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
+    let units = b.get(4..4 + n)?;
+    Some((units, &b[4 + n..]))
+}
+
+/// Units decoded from `[[name, source], ...]`.
+pub fn units_from(v: Dynamic) -> Vec<crate::program::Unit> {
+    v.try_cast::<Array>()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|u| u.try_cast::<Array>())
+        .filter_map(|u| match u.as_slice() {
+            [n, s] => Some(crate::program::Unit {
+                name: n.to_string(),
+                source: s.to_string(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// When a chunk's results cannot be encoded: each task answers with a `RemoteError`.
+pub fn unsendable_results(reply: &Dynamic, why: &str) -> Dynamic {
+    let c = reply.clone().try_cast::<Array>().unwrap_or_default();
+    let (id, n) = match c.as_slice() {
+        [id, rs] => (
+            id.clone(),
+            rs.clone().try_cast::<Array>().map_or(0, |a| a.len()),
+        ),
+        _ => (Dynamic::UNIT, 0),
+    };
+    let err = results::remote_error(&mp_err(
+        ErrorKind::SendError,
+        format!("a task's result cannot be sent back: {why}"),
+    ));
+    let failed: Array = (0..n)
+        .map(|_| Dynamic::from_array(vec![false.into(), err.clone()]))
+        .collect();
+    Dynamic::from_array(vec![id, failed.into()])
+}

@@ -1,0 +1,744 @@
+//! The pool's scheduler: which chunk goes to which worker, reading results, noticing deaths,
+//! forking replacements, and queuing callbacks. It runs only inside runtime calls (see the
+//! module docs of [`crate::pool`]); nothing here blocks except [`wait_until`], and that in the
+//! kernel (`poll` on the workers' sockets and pidfds).
+
+use super::results::{broken_error, Job};
+use super::{OnDeath, PoolOptions};
+use crate::errors::{value_error, RtResult};
+use crate::process::{self, Process, Work};
+use rhai::{Array, Dynamic, FnPtr, NativeCallContext};
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex, Weak};
+
+/// The pool's lifecycle (CPython's RUN / CLOSE / TERMINATE).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Status {
+    /// Accepting tasks.
+    Running,
+    /// `close()` was called: no new tasks.
+    Closed,
+    /// `terminate()` was called (or the handle dropped).
+    Terminated,
+}
+
+/// A slice of a job's inputs travelling as one unit.
+pub struct Chunk {
+    id: u64,
+    job: Job,
+    start: usize,
+    f: FnPtr,
+    star: bool,
+    items: Array,
+}
+
+/// A frame partly written to a worker's socket.
+struct OutFrame {
+    bytes: Vec<u8>,
+    fds: Vec<RawFd>,
+    off: usize,
+}
+
+struct Worker {
+    process: Process,
+    pid: i32,
+    pidfd: RawFd,
+    sock: Option<OwnedFd>,
+    outstanding: Vec<u64>,
+    out_items: usize,
+    sent: usize,
+    gen: usize,
+    out: Option<OutFrame>,
+    inbuf: Vec<u8>,
+    infds: VecDeque<OwnedFd>,
+}
+
+/// The scheduler of one pool.
+pub struct Scheduler {
+    /// Number of workers kept alive.
+    pub processes: usize,
+    /// Lifecycle.
+    pub status: Status,
+    opts: PoolOptions,
+    on_death: OnDeath,
+    /// Set once an executor is broken: the error every later task fails with.
+    pub broken: Option<Dynamic>,
+    workers: Vec<Worker>,
+    pending: VecDeque<Chunk>,
+    inflight: HashMap<u64, Chunk>,
+    next_chunk: u64,
+    callbacks: VecDeque<(Vec<(FnPtr, Dynamic)>, Job)>,
+    missing: usize,
+    owner: nix::unistd::Pid,
+    /// This scheduler's registration as a background source (kept alive here).
+    pub background: Option<Arc<dyn crate::waiting::Background>>,
+}
+
+impl Scheduler {
+    /// A scheduler with no workers yet.
+    pub fn new(processes: usize, opts: PoolOptions, on_death: OnDeath) -> Self {
+        Scheduler {
+            processes,
+            status: Status::Running,
+            opts,
+            on_death,
+            broken: None,
+            workers: Vec::new(),
+            pending: VecDeque::new(),
+            inflight: HashMap::new(),
+            next_chunk: 0,
+            callbacks: VecDeque::new(),
+            missing: 0,
+            owner: nix::unistd::getpid(),
+            background: None,
+        }
+    }
+
+    /// True in the process that made the pool (a forked child's copy is inert).
+    pub fn is_owner(&self) -> bool {
+        self.owner == nix::unistd::getpid()
+    }
+
+    /// `ValueError("Pool not running")` unless running; the broken error for an executor.
+    pub fn check_running(&self) -> RtResult<()> {
+        if !self.is_owner() {
+            return Err(value_error(
+                "a pool can only be used by the process that created it",
+            ));
+        }
+        if let Some(e) = &self.broken {
+            return Err(super::results::raise(e.clone()));
+        }
+        if self.status != Status::Running {
+            return Err(value_error("Pool not running"));
+        }
+        Ok(())
+    }
+
+    /// Forks one worker (the caller holds the scheduler lock; the child never touches it).
+    pub fn spawn_worker(&mut self, ctx: &NativeCallContext) -> RtResult<()> {
+        let (parent_end, child_end) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| crate::errors::os_error(e, "socketpair"))?;
+        let handle = Process::new_child(Work::default());
+        let n = handle.data().identity.last().copied().unwrap_or(0);
+        handle.data().name = match self.on_death {
+            OnDeath::Replace => format!("ForkPoolWorker-{n}"),
+            OnDeath::Break => format!("ForkProcess-{n}"),
+        };
+        let setup = super::worker::WorkerSetup {
+            sock: child_end,
+            initializer: self
+                .opts
+                .initializer
+                .clone()
+                .map(|f| (f, self.opts.initargs.clone())),
+            max_tasks: self.opts.maxtasksperchild,
+        };
+        let parent_fd = parent_end.as_raw_fd();
+        let child_handle = handle.clone();
+        let child = process::fork::fork_child(
+            || {
+                // SAFETY: closing our copy of the parent's end; nothing else uses it here.
+                unsafe { libc::close(parent_fd) };
+                child_handle.data().state = process::State::Started {
+                    pid: nix::unistd::getpid(),
+                    pidfd: process::run::self_pidfd(),
+                    creator: nix::unistd::getppid(),
+                };
+                process::become_child(&child_handle);
+            },
+            move || super::worker::serve(ctx, setup),
+        );
+        let child = child?;
+        let pid = child.pid.as_raw();
+        let pidfd = child.pidfd.as_raw_fd();
+        handle.data().state = process::State::Started {
+            pid: child.pid,
+            pidfd: child.pidfd,
+            creator: nix::unistd::getpid(),
+        };
+        process::remember_child(&handle);
+        let _ = nix::fcntl::fcntl(
+            &parent_end,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        process::fork::close_in_children(parent_end.as_raw_fd(), true);
+        self.workers.push(Worker {
+            process: handle,
+            pid,
+            pidfd,
+            sock: Some(parent_end),
+            outstanding: Vec::new(),
+            out_items: 0,
+            sent: 0,
+            gen: crate::program::unit_count(),
+            out: None,
+            inbuf: Vec::new(),
+            infds: VecDeque::new(),
+        });
+        Ok(())
+    }
+
+    /// Splits a job's items into chunks and queues them.
+    pub fn enqueue(&mut self, job: &Job, f: FnPtr, star: bool, items: Array, chunksize: usize) {
+        let mut start = 0;
+        let mut rest = items;
+        while !rest.is_empty() {
+            let tail = rest.split_off(chunksize.min(rest.len()));
+            let n = rest.len();
+            self.pending.push_back(Chunk {
+                id: self.next_chunk,
+                job: job.clone(),
+                start,
+                f: f.clone(),
+                star,
+                items: rest,
+            });
+            self.next_chunk += 1;
+            start += n;
+            rest = tail;
+        }
+    }
+
+    /// Sends queued chunks to workers with room, and finishes partial writes.
+    pub fn pump_io(&mut self) -> RtResult<()> {
+        if !self.is_owner() {
+            return Ok(());
+        }
+        for i in 0..self.workers.len() {
+            self.flush(i);
+        }
+        if self.status == Status::Terminated {
+            return Ok(());
+        }
+        // Cancelled (executor) chunks never start.
+        self.pending.retain(|c| !c.job.data().cancelled);
+        let n = self.workers.len();
+        for i in 0..n {
+            if self.pending.is_empty() {
+                break;
+            }
+            let w = &self.workers[i];
+            if w.out.is_some() || w.sock.is_none() {
+                continue;
+            }
+            let max = self.opts.maxtasksperchild;
+            let mut batch = Vec::new();
+            let (mut outstanding, mut items, mut sent) = (w.outstanding.len(), w.out_items, w.sent);
+            while let Some(c) = self.pending.front() {
+                let room = outstanding < 2 || items < 256;
+                if !room || max.is_some_and(|m| sent >= m) {
+                    break;
+                }
+                items += c.items.len();
+                outstanding += 1;
+                sent += 1;
+                batch.push(self.pending.pop_front().unwrap_or_else(|| unreachable!()));
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            self.send_batch(i, batch)?;
+        }
+        self.maybe_finish();
+        Ok(())
+    }
+
+    fn send_batch(&mut self, i: usize, batch: Vec<Chunk>) -> RtResult<()> {
+        let units = crate::program::units_since(self.workers[i].gen);
+        let units_val: Array = units
+            .iter()
+            .map(|u| Dynamic::from_array(vec![u.name.clone().into(), u.source.clone().into()]))
+            .collect();
+        let (ub, _) = crate::wire::encode(&units_val.into(), "units")?;
+        let msg: Array = batch
+            .iter()
+            .map(|c| {
+                c.job.data().running = true;
+                Dynamic::from_array(vec![
+                    (c.id as i64).into(),
+                    Dynamic::from(c.f.clone()),
+                    c.star.into(),
+                    c.items.clone().into(),
+                ])
+            })
+            .collect();
+        let (bb, fds) = crate::wire::encode(&msg.into(), "args")?;
+        let mut payload = Vec::with_capacity(4 + ub.len() + bb.len());
+        payload.extend_from_slice(&(ub.len() as u32).to_le_bytes());
+        payload.extend_from_slice(&ub);
+        payload.extend_from_slice(&bb);
+        let (h, hl) = crate::connection::framing::header(payload.len() as u64);
+        let mut bytes = h[..hl].to_vec();
+        bytes.extend_from_slice(&payload);
+        let w = &mut self.workers[i];
+        w.gen += units.len();
+        for c in batch {
+            w.outstanding.push(c.id);
+            w.out_items += c.items.len();
+            w.sent += 1;
+            self.inflight.insert(c.id, c);
+        }
+        w.out = Some(OutFrame { bytes, fds, off: 0 });
+        self.flush(i);
+        Ok(())
+    }
+
+    /// Writes what the socket takes now of a worker's partial frame (never blocks).
+    fn flush(&mut self, i: usize) {
+        let w = &mut self.workers[i];
+        let (Some(out), Some(sock)) = (w.out.as_mut(), w.sock.as_ref()) else {
+            return;
+        };
+        while out.off < out.bytes.len() {
+            let fds: &[RawFd] = if out.off == 0 { &out.fds } else { &[] };
+            match send_some(sock.as_raw_fd(), &out.bytes[out.off..], fds) {
+                Ok(n) => out.off += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return, // EAGAIN: later; EPIPE: the death is noticed by its pidfd
+            }
+        }
+        w.out = None;
+    }
+
+    /// Reads results and notices deaths, without blocking. Returns true if anything happened.
+    pub fn service_io(&mut self) -> bool {
+        let mut progressed = false;
+        if !self.is_owner() {
+            return false;
+        }
+        let mut i = 0;
+        while i < self.workers.len() {
+            progressed |= self.read_available(i);
+            if readable_now(self.workers[i].pidfd) {
+                progressed = true;
+                self.read_available(i); // results written just before it died
+                self.on_death(i);
+                continue; // the worker was removed; index i is the next one
+            }
+            i += 1;
+        }
+        progressed
+    }
+
+    /// Reads whatever a worker's socket holds (never blocks) and handles whole frames.
+    fn read_available(&mut self, i: usize) -> bool {
+        let mut progressed = false;
+        let Some(fd) = self.workers[i].sock.as_ref().map(|s| s.as_raw_fd()) else {
+            return false;
+        };
+        loop {
+            let w = &mut self.workers[i];
+            let mut fds = Vec::new();
+            w.inbuf.reserve(64 * 1024);
+            let spare = w.inbuf.spare_capacity_mut();
+            match crate::connection::framing::recv_some(fd, spare, &mut fds, libc::MSG_DONTWAIT) {
+                Ok(0) => {
+                    // EOF: the worker is exiting; its pidfd tells when.
+                    w.sock = None;
+                    break;
+                }
+                Ok(n) => {
+                    // SAFETY: recvmsg initialised n more bytes.
+                    unsafe { w.inbuf.set_len(w.inbuf.len() + n) };
+                    w.infds.extend(fds);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => break, // EAGAIN: nothing more now
+            }
+        }
+        // Whole frames: [len][nfds u32][wire bytes].
+        let mut at = 0;
+        loop {
+            let buf = &self.workers[i].inbuf[at..];
+            let Some((hl, len)) = frame_len(buf) else {
+                break;
+            };
+            if buf.len() < hl + len || len < 4 {
+                break;
+            }
+            let payload = buf[hl..hl + len].to_vec();
+            at += hl + len;
+            let nfds =
+                u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
+            let w = &mut self.workers[i];
+            let fds: Vec<OwnedFd> = (0..nfds).filter_map(|_| w.infds.pop_front()).collect();
+            self.on_results(i, &payload[4..], fds);
+            progressed = true;
+        }
+        self.workers[i].inbuf.drain(..at);
+        progressed
+    }
+
+    fn on_results(&mut self, i: usize, bytes: &[u8], fds: Vec<OwnedFd>) {
+        let decoded = crate::wire::decode(bytes, fds, None);
+        let Some(pair) = decoded.ok().and_then(|v| v.try_cast::<Array>()) else {
+            return;
+        };
+        {
+            let [id, rs] = pair.as_slice() else { return };
+            let id = id.as_int().unwrap_or(-1) as u64;
+            let Some(chunk) = self.inflight.remove(&id) else {
+                return;
+            };
+            let w = &mut self.workers[i];
+            w.outstanding.retain(|&c| c != id);
+            w.out_items = w.out_items.saturating_sub(chunk.items.len());
+            let rs = rs.clone().try_cast::<Array>().unwrap_or_default();
+            let mut job = chunk.job.data();
+            let mut complete = false;
+            for (k, r) in rs.into_iter().enumerate() {
+                let entry = r.try_cast::<Array>().unwrap_or_default();
+                let ok = entry
+                    .first()
+                    .and_then(|b| b.as_bool().ok())
+                    .unwrap_or(false);
+                let v = entry.get(1).cloned().unwrap_or_default();
+                complete |= job.set(chunk.start + k, if ok { Ok(v) } else { Err(v) });
+            }
+            if complete {
+                job.running = false;
+                let cbs = job.take_callbacks();
+                drop(job);
+                self.queue_callbacks(&chunk.job, cbs);
+            }
+        }
+    }
+
+    fn queue_callbacks(&mut self, job: &Job, mut cbs: Vec<(FnPtr, Dynamic)>) {
+        cbs.extend(std::mem::take(&mut job.data().done_callbacks));
+        self.callbacks.push_back((cbs, job.clone()));
+    }
+
+    /// A worker exited: reap it, fail what it held, and replace it (or break the executor).
+    fn on_death(&mut self, i: usize) {
+        let w = self.workers.remove(i);
+        let code = w.process.reap_blocking();
+        if let Some(s) = &w.sock {
+            process::fork::close_in_children(s.as_raw_fd(), false);
+        }
+        let what = match self.on_death {
+            OnDeath::Replace => "a pool worker",
+            OnDeath::Break => "a process pool executor worker",
+        };
+        let err = broken_error(w.pid, code, what);
+        // The first unanswered chunk was running: it fails. The ones behind it never
+        // started: they go back to the front of the queue (a Pool), in order.
+        let mut held = w.outstanding.iter();
+        if let Some(id) = held.next() {
+            if let Some(chunk) = self.inflight.remove(id) {
+                self.fail_chunk(chunk, err.clone());
+            }
+        }
+        let requeue: Vec<Chunk> = held.filter_map(|id| self.inflight.remove(id)).collect();
+        for c in requeue.into_iter().rev() {
+            self.pending.push_front(c);
+        }
+        // A clean exit with nothing held is maxtasksperchild (or close): not a failure.
+        let failed = !(code == Some(0) && w.outstanding.is_empty());
+        if self.on_death == OnDeath::Break && failed && self.status != Status::Terminated {
+            self.broken = Some(err.clone());
+            let pending: Vec<Chunk> = self.pending.drain(..).collect();
+            for c in pending {
+                self.fail_chunk(c, err.clone());
+            }
+            let ids: Vec<u64> = self.inflight.keys().copied().collect();
+            for id in ids {
+                if let Some(c) = self.inflight.remove(&id) {
+                    self.fail_chunk(c, err.clone());
+                }
+            }
+            self.terminate_workers();
+            return;
+        }
+        if self.status != Status::Terminated
+            && (self.status == Status::Running || !self.pending.is_empty())
+        {
+            self.missing += 1;
+        }
+    }
+
+    fn fail_chunk(&mut self, chunk: Chunk, err: Dynamic) {
+        let mut job = chunk.job.data();
+        let mut complete = false;
+        for k in 0..chunk.items.len() {
+            complete |= job.set(chunk.start + k, Err(err.clone()));
+        }
+        if complete {
+            job.running = false;
+            let cbs = job.take_callbacks();
+            drop(job);
+            self.queue_callbacks(&chunk.job, cbs);
+        }
+    }
+
+    /// Forks the replacements owed for dead workers (needs a script context). A parent that
+    /// now runs script threads may not fork: with no worker left, what is queued fails with
+    /// that RuntimeError rather than waiting for ever.
+    pub fn replace_workers(&mut self, ctx: &NativeCallContext) -> RtResult<()> {
+        if !self.is_owner() {
+            return Ok(());
+        }
+        while self.missing > 0 {
+            if let Err(e) = crate::process::fork::check_fork_allowed() {
+                self.missing = 0;
+                if self.workers.is_empty() {
+                    let err = match *e {
+                        rhai::EvalAltResult::ErrorRuntime(v, _) => v,
+                        _ => Dynamic::UNIT,
+                    };
+                    let pending: Vec<Chunk> = self.pending.drain(..).collect();
+                    for c in pending {
+                        self.fail_chunk(c, err.clone());
+                    }
+                }
+                break;
+            }
+            self.missing -= 1;
+            self.spawn_worker(ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Callbacks due now, grouped by job (run them without the lock held).
+    pub fn take_callbacks(&mut self) -> Vec<(Vec<(FnPtr, Dynamic)>, Job)> {
+        self.callbacks.drain(..).collect()
+    }
+
+    /// `close()`.
+    pub fn close(&mut self) {
+        if self.status == Status::Running {
+            self.status = Status::Closed;
+        }
+        self.maybe_finish();
+    }
+
+    /// After close, once nothing is left to do, closing our ends tells the workers to exit.
+    fn maybe_finish(&mut self) {
+        if self.status == Status::Closed && self.pending.is_empty() && self.inflight.is_empty() {
+            self.missing = 0;
+            for w in &mut self.workers {
+                if w.out.is_none() {
+                    if let Some(s) = w.sock.take() {
+                        process::fork::close_in_children(s.as_raw_fd(), false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `terminate()`: kill the workers now; unfinished tasks fail.
+    pub fn terminate(&mut self) {
+        if self.status == Status::Terminated || !self.is_owner() {
+            return;
+        }
+        self.status = Status::Terminated;
+        self.missing = 0;
+        let err = crate::errors::value_error("Pool terminated before the task finished");
+        let err = match *err {
+            rhai::EvalAltResult::ErrorRuntime(v, _) => v,
+            _ => Dynamic::UNIT,
+        };
+        let pending: Vec<Chunk> = self.pending.drain(..).collect();
+        for c in pending {
+            self.fail_chunk(c, err.clone());
+        }
+        let ids: Vec<u64> = self.inflight.keys().copied().collect();
+        for id in ids {
+            if let Some(c) = self.inflight.remove(&id) {
+                self.fail_chunk(c, err.clone());
+            }
+        }
+        self.terminate_workers();
+    }
+
+    fn terminate_workers(&mut self) {
+        for w in &self.workers {
+            let _ = w.process.signal(libc::SIGKILL);
+        }
+        for w in self.workers.drain(..) {
+            w.process.reap_blocking();
+            if let Some(s) = &w.sock {
+                process::fork::close_in_children(s.as_raw_fd(), false);
+            }
+        }
+    }
+
+    /// True when no worker is left running.
+    pub fn all_exited(&self) -> bool {
+        self.workers.is_empty()
+    }
+
+    /// The fds a wait on this pool watches: sockets (results) and pidfds (deaths).
+    pub fn wait_fds(&self) -> Vec<RawFd> {
+        let mut v = Vec::new();
+        for w in &self.workers {
+            if let Some(s) = &w.sock {
+                v.push(s.as_raw_fd());
+            }
+            v.push(w.pidfd);
+        }
+        v
+    }
+
+    /// Sockets with a partial frame to finish.
+    pub fn write_fds(&self) -> Vec<RawFd> {
+        self.workers
+            .iter()
+            .filter(|w| w.out.is_some())
+            .filter_map(|w| w.sock.as_ref().map(|s| s.as_raw_fd()))
+            .collect()
+    }
+}
+
+fn readable_now(fd: RawFd) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let r = unsafe { libc::poll(&mut p, 1, 0) };
+    r == 1 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
+}
+
+fn send_some(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result<usize, nix::errno::Errno> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let iov = [std::io::IoSlice::new(bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    sendmsg::<()>(
+        fd,
+        &iov,
+        cmsgs,
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+}
+
+/// Runs due callbacks with the lock released; an error in a callback is printed, as CPython's
+/// result handler does, and does not stop the pool.
+pub fn run_callbacks(sched: &Mutex<Scheduler>, ctx: &NativeCallContext) {
+    let due = super::lock(sched).take_callbacks();
+    for (group, job) in due {
+        for (f, arg) in group {
+            if let Err(e) = f.call_raw(ctx, None, [arg]) {
+                eprint!(
+                    "Exception in callback:\n{}",
+                    crate::program::render_error(&e)
+                );
+            }
+        }
+        job.data().callbacks_done = true;
+    }
+}
+
+/// One service round: results, deaths, replacements, dispatch, callbacks.
+pub fn service(sched: &Mutex<Scheduler>, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+    {
+        let mut s = super::lock(sched);
+        s.service_io();
+        if let Some(ctx) = ctx {
+            s.replace_workers(ctx)?;
+        }
+        s.pump_io()?;
+    }
+    if let Some(ctx) = ctx {
+        run_callbacks(sched, ctx);
+    }
+    Ok(())
+}
+
+/// Makes progress until `done()` or the deadline; true if `done()` became true.
+pub fn wait_until(
+    sched: &Arc<Mutex<Scheduler>>,
+    ctx: Option<&NativeCallContext>,
+    deadline: crate::waiting::Deadline,
+    done: &dyn Fn() -> bool,
+) -> RtResult<bool> {
+    loop {
+        service(sched, ctx)?;
+        if done() {
+            return Ok(true);
+        }
+        if deadline.passed() {
+            return Ok(false);
+        }
+        let fds = super::lock(sched).wait_fds();
+        if fds.is_empty() {
+            // No worker and nothing to wait on (terminated): done() cannot change.
+            return Ok(done());
+        }
+        crate::waiting::wait_fds(ctx, &fds, deadline)?;
+    }
+}
+
+/// The pool as a background source: serviced whenever any runtime call waits.
+pub struct BackgroundPool(pub Weak<Mutex<Scheduler>>);
+
+impl crate::waiting::Background for BackgroundPool {
+    fn fds(&self) -> Vec<RawFd> {
+        self.0
+            .upgrade()
+            .map(|s| super::lock(&s).wait_fds())
+            .unwrap_or_default()
+    }
+    fn write_fds(&self) -> Vec<RawFd> {
+        self.0
+            .upgrade()
+            .map(|s| super::lock(&s).write_fds())
+            .unwrap_or_default()
+    }
+    fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        match self.0.upgrade() {
+            Some(s) => service(&s, ctx),
+            None => Ok(()),
+        }
+    }
+}
+
+fn live_pools() -> &'static Mutex<Vec<Weak<Mutex<Scheduler>>>> {
+    static P: std::sync::OnceLock<Mutex<Vec<Weak<Mutex<Scheduler>>>>> = std::sync::OnceLock::new();
+    P.get_or_init(|| Mutex::new(Vec::new()))
+}
+
+/// Remembers a pool so the end of the script can terminate it before joining children.
+pub fn remember(s: &Arc<Mutex<Scheduler>>) {
+    let mut v = live_pools().lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|w| w.strong_count() > 0);
+    v.push(Arc::downgrade(s));
+}
+
+/// Terminates every live pool of this process (CPython's exit finalizers do the same).
+pub fn terminate_all() {
+    let pools: Vec<_> =
+        std::mem::take(&mut *live_pools().lock().unwrap_or_else(|e| e.into_inner()));
+    for p in pools.iter().filter_map(Weak::upgrade) {
+        super::lock(&p).terminate();
+    }
+}
+
+/// Forgets the pools inherited through fork (a child does not own its parent's pools).
+pub fn forget_all() {
+    live_pools()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clear();
+}
+
+/// The header of a frame at the start of `buf`: (header length, payload length).
+fn frame_len(buf: &[u8]) -> Option<(usize, usize)> {
+    let short = i32::from_be_bytes(buf.get(..4)?.try_into().ok()?);
+    if short == -1 {
+        let long = u64::from_be_bytes(buf.get(4..12)?.try_into().ok()?);
+        Some((12, usize::try_from(long).ok()?))
+    } else {
+        Some((4, usize::try_from(short).ok()?))
+    }
+}
