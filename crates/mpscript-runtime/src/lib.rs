@@ -24,6 +24,7 @@
 //! - [`connection`]: `Pipe`, `Connection` (CPython's framing, fd passing), `wait_ready`.
 //! - [`queues`]: `Queue`, `SimpleQueue`, `JoinableQueue` on a shared memfd ring.
 //! - [`pool`]: `Pool`, `AsyncResult`, imap: workers that never hang when one dies.
+//! - [`futures`]: `ProcessPoolExecutor`, `Future`, `as_completed`, `wait` on the pool core.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
@@ -31,6 +32,7 @@
 
 pub mod connection;
 pub mod errors;
+pub mod futures;
 pub mod hygiene;
 pub mod listener;
 pub mod pool;

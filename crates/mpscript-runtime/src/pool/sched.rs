@@ -219,32 +219,38 @@ impl Scheduler {
         }
         // Cancelled (executor) chunks never start.
         self.pending.retain(|c| !c.job.data().cancelled);
+        // Deal chunks round-robin to workers with room, so slow tasks spread over every
+        // worker; how far ahead a worker may be fed grows with the queue, so floods of tiny
+        // tasks travel in batches (one frame each way per batch, not per task).
         let n = self.workers.len();
-        for i in 0..n {
-            if self.pending.is_empty() {
+        if n == 0 || self.pending.is_empty() {
+            self.maybe_finish();
+            return Ok(());
+        }
+        let depth = (self.pending.len() / (2 * n)).clamp(2, 64);
+        let max = self.opts.maxtasksperchild;
+        let mut batches: Vec<Vec<Chunk>> = (0..n).map(|_| Vec::new()).collect();
+        // Each chunk goes to the least loaded worker with room.
+        while !self.pending.is_empty() {
+            let best = (0..n)
+                .filter(|&i| {
+                    let w = &self.workers[i];
+                    w.out.is_none()
+                        && w.sock.is_some()
+                        && w.outstanding.len() + batches[i].len() < depth
+                        && !max.is_some_and(|m| w.sent + batches[i].len() >= m)
+                })
+                .min_by_key(|&i| self.workers[i].outstanding.len() + batches[i].len());
+            let Some(i) = best else { break };
+            let Some(c) = self.pending.pop_front() else {
                 break;
+            };
+            batches[i].push(c);
+        }
+        for (i, batch) in batches.into_iter().enumerate() {
+            if !batch.is_empty() {
+                self.send_batch(i, batch)?;
             }
-            let w = &self.workers[i];
-            if w.out.is_some() || w.sock.is_none() {
-                continue;
-            }
-            let max = self.opts.maxtasksperchild;
-            let mut batch = Vec::new();
-            let (mut outstanding, mut items, mut sent) = (w.outstanding.len(), w.out_items, w.sent);
-            while let Some(c) = self.pending.front() {
-                let room = outstanding < 2 || items < 256;
-                if !room || max.is_some_and(|m| sent >= m) {
-                    break;
-                }
-                items += c.items.len();
-                outstanding += 1;
-                sent += 1;
-                batch.push(self.pending.pop_front().unwrap_or_else(|| unreachable!()));
-            }
-            if batch.is_empty() {
-                continue;
-            }
-            self.send_batch(i, batch)?;
         }
         self.maybe_finish();
         Ok(())
@@ -627,6 +633,9 @@ fn send_some(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result<usize, nix::errno
 pub fn run_callbacks(sched: &Mutex<Scheduler>, ctx: &NativeCallContext) {
     let due = super::lock(sched).take_callbacks();
     for (group, job) in due {
+        // Marked first: a callback that asks for its own result must not wait for itself.
+        // The caller's own get() still returns only after this loop has run them all.
+        job.data().callbacks_done = true;
         for (f, arg) in group {
             if let Err(e) = f.call_raw(ctx, None, [arg]) {
                 eprint!(
@@ -635,7 +644,6 @@ pub fn run_callbacks(sched: &Mutex<Scheduler>, ctx: &NativeCallContext) {
                 );
             }
         }
-        job.data().callbacks_done = true;
     }
 }
 

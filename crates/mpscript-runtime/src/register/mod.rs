@@ -6,6 +6,7 @@
 //! (`getpid()`, `Queue()`) at compile time, whatever optimisation level a host picks.
 
 pub mod connection;
+pub mod futures;
 pub mod pool;
 pub mod process;
 pub mod queues;
@@ -53,4 +54,5 @@ pub fn register_all(engine: &mut Engine) {
     connection::register(engine);
     queues::register(engine);
     pool::register(engine);
+    futures::register(engine);
 }
