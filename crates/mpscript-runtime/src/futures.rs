@@ -246,6 +246,9 @@ fn wait_any(
     }
 }
 
+/// A condition on the futures' done flags.
+type Cond<'a> = dyn Fn(&[bool]) -> bool + 'a;
+
 /// `wait(futs, timeout, return_when)` → `#{done, not_done}`.
 pub fn wait(
     ctx: &NativeCallContext,
@@ -258,7 +261,7 @@ pub fn wait(
             .zip(s)
             .any(|(f, &d)| d && f.0.job.data().first_error().is_some())
     };
-    let cond: Box<dyn Fn(&[bool]) -> bool> = match return_when {
+    let cond: Box<Cond> = match return_when {
         "ALL_COMPLETED" => Box::new(|s: &[bool]| s.iter().all(|&d| d)),
         "FIRST_COMPLETED" => Box::new(|s: &[bool]| s.is_empty() || s.iter().any(|&d| d)),
         "FIRST_EXCEPTION" => Box::new(move |s: &[bool]| s.iter().all(|&d| d) || first_exception(s)),

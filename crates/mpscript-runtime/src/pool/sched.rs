@@ -238,7 +238,7 @@ impl Scheduler {
                     w.out.is_none()
                         && w.sock.is_some()
                         && w.outstanding.len() + batches[i].len() < depth
-                        && !max.is_some_and(|m| w.sent + batches[i].len() >= m)
+                        && max.is_none_or(|m| w.sent + batches[i].len() < m)
                 })
                 .min_by_key(|&i| self.workers[i].outstanding.len() + batches[i].len());
             let Some(i) = best else { break };
