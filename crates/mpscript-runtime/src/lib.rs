@@ -21,6 +21,8 @@
 //! - [`program`]: the running script's source units and exit status.
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
+//! - [`synchronize`]: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier.
+//! - [`sharedmem`]: `Value` and `Array` of a typecode in shared memory.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
@@ -30,8 +32,10 @@ pub mod hygiene;
 pub mod process;
 pub mod program;
 pub mod register;
+pub mod sharedmem;
 pub mod shm;
 pub mod signals;
+pub mod synchronize;
 pub mod waiting;
 pub mod wire;
 

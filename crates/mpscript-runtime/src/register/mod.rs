@@ -6,6 +6,8 @@
 //! (`getpid()`, `Queue()`) at compile time, whatever optimisation level a host picks.
 
 pub mod process;
+pub mod sharedmem;
+pub mod synchronize;
 pub mod system;
 
 use rhai::Engine;
@@ -47,4 +49,6 @@ macro_rules! reg_set {
 pub fn register_all(engine: &mut Engine) {
     system::register(engine);
     process::register(engine);
+    synchronize::register(engine);
+    sharedmem::register(engine);
 }
