@@ -26,6 +26,8 @@
 //! - [`pool`]: `Pool`, `AsyncResult`, imap: workers that never hang when one dies.
 //! - [`futures`]: `ProcessPoolExecutor`, `Future`, `as_completed`, `wait` on the pool core.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
+//! - [`synchronize`]: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier.
+//! - [`sharedmem`]: `Value` and `Array` of a typecode in shared memory.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
@@ -40,8 +42,10 @@ pub mod process;
 pub mod program;
 pub mod queues;
 pub mod register;
+pub mod sharedmem;
 pub mod shm;
 pub mod signals;
+pub mod synchronize;
 pub mod waiting;
 pub mod wire;
 

@@ -10,6 +10,8 @@ pub mod futures;
 pub mod pool;
 pub mod process;
 pub mod queues;
+pub mod sharedmem;
+pub mod synchronize;
 pub mod system;
 
 use rhai::Engine;
@@ -55,4 +57,6 @@ pub fn register_all(engine: &mut Engine) {
     queues::register(engine);
     pool::register(engine);
     futures::register(engine);
+    synchronize::register(engine);
+    sharedmem::register(engine);
 }
