@@ -265,9 +265,11 @@ pub fn wait(
         "ALL_COMPLETED" => Box::new(|s: &[bool]| s.iter().all(|&d| d)),
         "FIRST_COMPLETED" => Box::new(|s: &[bool]| s.is_empty() || s.iter().any(|&d| d)),
         "FIRST_EXCEPTION" => Box::new(move |s: &[bool]| s.iter().all(|&d| d) || first_exception(s)),
-        other => return Err(value_error(format!(
+        other => {
+            return Err(value_error(format!(
             "return_when must be FIRST_COMPLETED, FIRST_EXCEPTION or ALL_COMPLETED, not {other:?}"
-        ))),
+        )))
+        }
     };
     let states = wait_any(Some(ctx), &futs, Deadline::after(timeout), &*cond)?;
     drop(cond);

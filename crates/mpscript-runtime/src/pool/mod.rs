@@ -114,8 +114,10 @@ impl Pool {
         let sched = Arc::new(Mutex::new(sched::Scheduler::new(processes, opts, on_death)));
         {
             let mut s = lock(&sched);
+            s.detached = crate::runtime_engine()
+                .map(|e| (e, worker::library_of(ctx), crate::program::unit_count()));
             for _ in 0..processes {
-                s.spawn_worker(ctx)?;
+                s.spawn_worker(Some(ctx))?;
             }
         }
         let bg: Arc<dyn crate::waiting::Background> =
@@ -139,7 +141,7 @@ impl Pool {
     #[allow(clippy::too_many_arguments)]
     pub fn submit(
         &self,
-        _ctx: &NativeCallContext,
+        ctx: &NativeCallContext,
         kind: JobKind,
         f: FnPtr,
         star: bool,
@@ -173,6 +175,7 @@ impl Pool {
                 _ => default_chunksize(items.len(), s.processes),
             });
             s.enqueue(&job, f, star, items, cs);
+            s.replace_workers(Some(ctx))?;
             s.pump_io()?;
         }
         Ok(AsyncResult {

@@ -71,6 +71,9 @@ pub struct Scheduler {
     callbacks: VecDeque<(Vec<(FnPtr, Dynamic)>, Job)>,
     missing: usize,
     owner: nix::unistd::Pid,
+    /// For forking a replacement when no script context is at hand (see `worker::Caller`):
+    /// the runtime's engine, the library the pool was made with, and its unit generation.
+    pub detached: Option<(&'static rhai::Engine, rhai::AST, usize)>,
     /// This scheduler's registration as a background source (kept alive here).
     pub background: Option<Arc<dyn crate::waiting::Background>>,
 }
@@ -91,6 +94,7 @@ impl Scheduler {
             callbacks: VecDeque::new(),
             missing: 0,
             owner: nix::unistd::getpid(),
+            detached: None,
             background: None,
         }
     }
@@ -117,7 +121,17 @@ impl Scheduler {
     }
 
     /// Forks one worker (the caller holds the scheduler lock; the child never touches it).
-    pub fn spawn_worker(&mut self, ctx: &NativeCallContext) -> RtResult<()> {
+    pub fn spawn_worker(&mut self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        let (caller, gen) = match (ctx, &self.detached) {
+            (Some(ctx), _) => (
+                super::worker::Caller::Ctx(ctx),
+                crate::program::unit_count(),
+            ),
+            (None, Some((engine, ast, gen))) => {
+                (super::worker::Caller::Detached(engine, ast.clone()), *gen)
+            }
+            (None, None) => return Ok(()), // later, from a call with a context
+        };
         let (parent_end, child_end) = nix::sys::socket::socketpair(
             nix::sys::socket::AddressFamily::Unix,
             nix::sys::socket::SockType::Stream,
@@ -153,7 +167,7 @@ impl Scheduler {
                 };
                 process::become_child(&child_handle);
             },
-            move || super::worker::serve(ctx, setup),
+            move || super::worker::serve(caller, setup),
         );
         let child = child?;
         let pid = child.pid.as_raw();
@@ -177,7 +191,7 @@ impl Scheduler {
             outstanding: Vec::new(),
             out_items: 0,
             sent: 0,
-            gen: crate::program::unit_count(),
+            gen,
             out: None,
             inbuf: Vec::new(),
             infds: VecDeque::new(),
@@ -487,8 +501,8 @@ impl Scheduler {
     /// Forks the replacements owed for dead workers (needs a script context). A parent that
     /// now runs script threads may not fork: with no worker left, what is queued fails with
     /// that RuntimeError rather than waiting for ever.
-    pub fn replace_workers(&mut self, ctx: &NativeCallContext) -> RtResult<()> {
-        if !self.is_owner() {
+    pub fn replace_workers(&mut self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        if !self.is_owner() || (ctx.is_none() && self.detached.is_none()) {
             return Ok(());
         }
         while self.missing > 0 {
@@ -652,9 +666,7 @@ pub fn service(sched: &Mutex<Scheduler>, ctx: Option<&NativeCallContext>) -> RtR
     {
         let mut s = super::lock(sched);
         s.service_io();
-        if let Some(ctx) = ctx {
-            s.replace_workers(ctx)?;
-        }
+        s.replace_workers(ctx)?;
         s.pump_io()?;
     }
     if let Some(ctx) = ctx {

@@ -24,19 +24,34 @@ pub struct WorkerSetup {
     pub max_tasks: Option<usize>,
 }
 
+/// How a worker calls script functions: through the context of the runtime call that forked
+/// it (the usual case: global constants and the whole library are there), or — for a
+/// replacement forked while the parent waited without a context (an `imap` loop) — on the
+/// process's engine with the library the pool was made with.
+pub enum Caller<'a, 'b> {
+    /// The forking call's context.
+    Ctx(&'a NativeCallContext<'b>),
+    /// The runtime's engine and a library.
+    Detached(&'static Engine, AST),
+}
+
 /// Functions the worker can see: the library it was forked with, plus replayed units.
 struct Library {
-    replayed: Option<AST>,
+    /// Fork-time library plus replayed units, once anything was replayed (or detached).
+    full: Option<AST>,
 }
 
 impl Library {
-    fn resolve(&self, ctx: &NativeCallContext, name: &str) -> Result<FnPtr, String> {
+    fn resolve(&self, caller: &Caller, name: &str) -> Result<FnPtr, String> {
         if !name.starts_with("anon$") {
             return FnPtr::new(name).map_err(|e| e.to_string());
         }
-        let replayed = self.replayed.as_ref().map(|a| a.shared_lib());
-        let libs = ctx.iter_namespaces().chain(replayed.map(|l| &**l));
-        for m in libs {
+        let full = self.full.as_ref().map(|a| &**a.shared_lib());
+        let ctx_libs: Vec<&rhai::Module> = match caller {
+            Caller::Ctx(ctx) => ctx.iter_namespaces().collect(),
+            Caller::Detached(_, ast) => vec![&**ast.shared_lib()],
+        };
+        for m in ctx_libs.into_iter().chain(full) {
             for n in 0..=32 {
                 if let Some(def) = m.get_script_fn(name, n) {
                     return Ok(FnPtr::from(def.clone()));
@@ -48,43 +63,59 @@ impl Library {
         ))
     }
 
-    fn replay(&mut self, engine: &Engine, units: &[Unit]) -> Result<(), String> {
+    fn replay(&mut self, caller: &Caller, units: &[Unit]) -> Result<(), String> {
+        let engine = engine_of(caller);
         for u in units {
             let ast = engine
                 .compile(&u.source)
                 .map_err(|e| format!("replaying {}: {e}", u.name))?
                 .clone_functions_only();
-            match &mut self.replayed {
-                Some(a) => *a += ast,
-                None => self.replayed = Some(ast),
-            }
+            let base = self.full.take().unwrap_or_else(|| base_ast(caller));
+            self.full = Some(base.merge(&ast));
         }
         Ok(())
     }
 }
 
-/// Calls `f` with `args`: through the fork-time context when nothing was replayed (global
-/// constants and the whole script library are there), else on an AST holding the fork-time
-/// library plus the replayed units.
-fn call(ctx: &NativeCallContext, lib: &Library, f: &FnPtr, args: Array) -> RtResult<Dynamic> {
-    match &lib.replayed {
-        None => f.call_raw(ctx, None, args),
-        Some(extra) => {
-            let mut ast =
-                AST::new_from_module(ctx.iter_namespaces().next().cloned().unwrap_or_default());
-            ast += extra.clone();
-            f.call::<Dynamic>(ctx.engine(), &ast, args)
-        }
+fn engine_of<'a>(caller: &'a Caller) -> &'a Engine {
+    match caller {
+        Caller::Ctx(ctx) => ctx.engine(),
+        Caller::Detached(e, _) => e,
+    }
+}
+
+fn base_ast(caller: &Caller) -> AST {
+    match caller {
+        Caller::Ctx(ctx) => library_of(ctx),
+        Caller::Detached(_, ast) => ast.clone(),
+    }
+}
+
+/// Every script function visible from `ctx`, as one AST (a call's namespaces are a stack).
+pub fn library_of(ctx: &NativeCallContext) -> AST {
+    let mut ast = AST::empty();
+    for m in ctx.iter_namespaces() {
+        ast = ast.merge(&AST::new_from_module(m.clone()));
+    }
+    ast
+}
+
+/// Calls `f` with `args` (see [`Caller`]).
+fn call(caller: &Caller, lib: &Library, f: &FnPtr, args: Array) -> RtResult<Dynamic> {
+    match (caller, &lib.full) {
+        (Caller::Ctx(ctx), None) => f.call_raw(ctx, None, args),
+        (_, Some(ast)) => f.call::<Dynamic>(engine_of(caller), ast, args),
+        (Caller::Detached(engine, ast), None) => f.call::<Dynamic>(engine, ast, args),
     }
 }
 
 /// The worker's main loop; returns its exit code.
-pub fn serve(ctx: &NativeCallContext, setup: WorkerSetup) -> i32 {
+pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
     let fd = setup.sock.as_raw_fd();
     let skip = AtomicU64::new(0);
-    let mut lib = Library { replayed: None };
+    let mut lib = Library { full: None };
     if let Some((f, args)) = &setup.initializer {
-        if let Err(e) = f.call_raw(ctx, None, args.clone()) {
+        if let Err(e) = call(&caller, &lib, f, args.clone()) {
             eprint!(
                 "Process {}:\n{}",
                 crate::process::current_process().data().name,
@@ -110,12 +141,12 @@ pub fn serve(ctx: &NativeCallContext, setup: WorkerSetup) -> i32 {
             Err(_) => return 1,
         };
         if !units.is_empty() {
-            if let Err(e) = lib.replay(ctx.engine(), &units) {
+            if let Err(e) = lib.replay(&caller, &units) {
                 eprintln!("pool worker: {e}");
                 return 1;
             }
         }
-        let resolver = |name: &str| lib.resolve(ctx, name);
+        let resolver = |name: &str| lib.resolve(&caller, name);
         let batch = match crate::wire::decode(batch, frame.fds, Some(&resolver)) {
             Ok(b) => b,
             Err(e) => {
@@ -142,7 +173,7 @@ pub fn serve(ctx: &NativeCallContext, setup: WorkerSetup) -> i32 {
                 } else {
                     vec![item]
                 };
-                let r = call(ctx, &lib, &f, args);
+                let r = call(&caller, &lib, &f, args);
                 if let Err(e) = &r {
                     if matches!(**e, rhai::EvalAltResult::Exit(..)) {
                         // `exit(n)` in a task ends the worker, as SystemExit does in CPython;

@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod futures;
+pub mod glue;
 pub mod pool;
 pub mod process;
 pub mod queues;
@@ -51,6 +52,7 @@ macro_rules! reg_set {
 
 /// Adds every concept of the API to `engine`.
 pub fn register_all(engine: &mut Engine) {
+    glue::register();
     system::register(engine);
     process::register(engine);
     connection::register(engine);
