@@ -19,6 +19,7 @@
 //! - [`process`]: `Process`, identity and children; [`process::fork`] is the start method.
 //! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
 //! - [`program`]: the running script's source units and exit status.
+//! - [`session`]: an incremental program for the REPL (persistent scope, function-only AST).
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
@@ -30,6 +31,7 @@ pub mod hygiene;
 pub mod process;
 pub mod program;
 pub mod register;
+pub mod session;
 pub mod shm;
 pub mod signals;
 pub mod waiting;
