@@ -85,7 +85,6 @@ pub fn run(rt: &mpscript_runtime::Runtime) -> i32 {
         }
     };
     editor.set_helper(Some(ReplHelper::new(rt.engine(), color)));
-    let mut hist = history::HistoryFile::open(history::default_path(), &mut editor);
     let mut repl = Repl {
         session: Session::new(rt.engine()),
         color,
@@ -94,6 +93,7 @@ pub fn run(rt: &mpscript_runtime::Runtime) -> i32 {
         "mpscript {} (Rhai with Python's multiprocessing). Type :help for a tour, :quit or Ctrl-D to leave.",
         env!("CARGO_PKG_VERSION")
     );
+    let mut hist = history::HistoryFile::open(history::default_path(), &mut editor);
     let status = loop {
         let _ = process::active_children(); // reap what finished meanwhile: no zombies wait
         refresh_names(&mut editor, &repl.session);
