@@ -7,3 +7,5 @@ mod common;
 mod cli;
 // Processes, checked from outside: ported CPython tests and process hygiene.
 mod process;
+// The interactive REPL through a pseudo-terminal.
+mod repl;

@@ -19,6 +19,7 @@
 //! - [`process`]: `Process`, identity and children; [`process::fork`] is the start method.
 //! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
 //! - [`program`]: the running script's source units and exit status.
+//! - [`session`]: an incremental program for the REPL (persistent scope, function-only AST).
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
 //! - [`connection`]: `Pipe`, `Connection` (CPython's framing, fd passing), `wait_ready`.
@@ -43,6 +44,7 @@ pub mod program;
 pub mod queues;
 pub mod register;
 pub mod sharedmem;
+pub mod session;
 pub mod shm;
 pub mod signals;
 pub mod synchronize;

@@ -5,6 +5,8 @@
 //! `exit(n)`, 1 for an uncaught error, 2 for bad usage or a missing file, 130 after an
 //! uncaught `KeyboardInterrupt`.
 
+mod repl;
+
 use clap::Parser;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
@@ -51,11 +53,7 @@ fn main() -> ExitCode {
     } else if let Some((file, rest)) = cli.args.split_first() {
         rt.run_file(&PathBuf::from(file), rest.to_vec())
     } else if std::io::stdin().is_terminal() {
-        eprintln!(
-            "mpscript {}: the interactive REPL is not built yet; run a script with `mpscript FILE.rhai` or `mpscript -e CODE`",
-            env!("CARGO_PKG_VERSION")
-        );
-        return ExitCode::from(2);
+        Ok(repl::run(&rt))
     } else {
         let mut source = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut source) {

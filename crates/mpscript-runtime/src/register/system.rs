@@ -55,6 +55,20 @@ pub fn register(engine: &mut Engine) {
         let d = waiting::timeout_arg(&secs)?.ok_or_else(|| type_error("sleep(()) has no time"))?;
         waiting::sleep(Some(&ctx), d)
     });
+    // Typed overloads too: rhai's core package has its own `sleep(int)`/`sleep(float)`
+    // (std::thread::sleep, deaf to Ctrl-C), and an exact-type match beats a `Dynamic` one.
+    reg!(engine, "sleep", |ctx: NativeCallContext,
+                           secs: INT|
+     -> RtResult<()> {
+        let d = waiting::timeout_arg(&Dynamic::from(secs))?.unwrap_or_default();
+        waiting::sleep(Some(&ctx), d)
+    });
+    reg!(engine, "sleep", |ctx: NativeCallContext,
+                           secs: FLOAT|
+     -> RtResult<()> {
+        let d = waiting::timeout_arg(&Dynamic::from(secs))?.unwrap_or_default();
+        waiting::sleep(Some(&ctx), d)
+    });
     reg!(engine, "time", now_epoch);
     reg!(engine, "monotonic", || -> FLOAT {
         let mut ts = libc::timespec {
