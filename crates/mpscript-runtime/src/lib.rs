@@ -21,6 +21,8 @@
 //! - [`program`]: the running script's source units and exit status.
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
 //! - [`shm`]: memfd regions, futexes and robust mutexes under every shared object.
+//! - [`threads`]: script threads run in parallel (`Thread`, `Timer`), `LifoQueue`,
+//!   `PriorityQueue`.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
@@ -32,6 +34,7 @@ pub mod program;
 pub mod register;
 pub mod shm;
 pub mod signals;
+pub mod threads;
 pub mod waiting;
 pub mod wire;
 
@@ -149,10 +152,16 @@ impl Runtime {
     fn finish(&self, result: Result<(), Box<EvalAltResult>>) -> Result<i32, ScriptError> {
         match result {
             Ok(()) => {
+                if let Err(e) = threads::join_at_exit() {
+                    return self.finish(Err(e)); // Ctrl-C while waiting for threads
+                }
                 process::finish_children();
                 Ok(program::take_exit().unwrap_or(0))
             }
             Err(e) if matches!(*e, EvalAltResult::Exit(..)) => {
+                if let Err(e) = threads::join_at_exit() {
+                    return self.finish(Err(e));
+                }
                 process::finish_children();
                 Ok(program::take_exit().unwrap_or(0))
             }
@@ -166,6 +175,7 @@ impl Runtime {
                 if interrupted {
                     process::terminate_children();
                 } else {
+                    let _ = threads::join_at_exit(); // Ctrl-C only ends this wait
                     process::finish_children();
                 }
                 Err(ScriptError {

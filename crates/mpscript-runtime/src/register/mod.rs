@@ -7,6 +7,7 @@
 
 pub mod process;
 pub mod system;
+pub mod threads;
 
 use rhai::Engine;
 
@@ -47,4 +48,5 @@ macro_rules! reg_set {
 pub fn register_all(engine: &mut Engine) {
     system::register(engine);
     process::register(engine);
+    threads::register(engine);
 }
