@@ -77,24 +77,24 @@ pub(crate) fn set_current(t: Option<Thread>) {
 /// `main_thread()`: the handle of the thread that runs the main script.
 pub fn main_thread() -> Thread {
     static MAIN: OnceLock<Thread> = OnceLock::new();
-    MAIN.get_or_init(Thread::new_main).clone()
-}
-
-/// `current_thread()`: the calling script thread, or the main thread for any other thread
-/// (the one running the script; there is one runtime per process).
-pub fn current_thread() -> Thread {
-    if let Some(t) = CURRENT.with(|c| c.borrow().clone()) {
-        return t;
-    }
-    let main = main_thread();
-    {
-        // Refreshed on every call: after a fork the child's thread has new ids.
+    let main = MAIN.get_or_init(Thread::new_main).clone();
+    if CURRENT.with(|c| c.borrow().is_none()) {
+        // Called from the main thread itself: (re)read its ids, which a fork changes.
         let mut d = main.data();
         // SAFETY: pthread_self has no preconditions.
         d.ident = Some(unsafe { libc::pthread_self() } as u64);
         d.native_id = Some(nix::unistd::gettid().as_raw() as i64);
     }
     main
+}
+
+/// `current_thread()`: the calling script thread, or the main thread for any other thread
+/// (the one running the script; there is one runtime per process).
+pub fn current_thread() -> Thread {
+    match CURRENT.with(|c| c.borrow().clone()) {
+        Some(t) => t,
+        None => main_thread(),
+    }
 }
 
 /// `active_count()`: the main thread plus every running script thread.
