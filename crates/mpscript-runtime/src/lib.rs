@@ -29,6 +29,8 @@
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`synchronize`]: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier.
 //! - [`sharedmem`]: `Value` and `Array` of a typecode in shared memory.
+//! - [`threads`]: script threads run in parallel (`Thread`, `Timer`), `LifoQueue`,
+//!   `PriorityQueue`.
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
@@ -43,11 +45,12 @@ pub mod process;
 pub mod program;
 pub mod queues;
 pub mod register;
-pub mod sharedmem;
 pub mod session;
+pub mod sharedmem;
 pub mod shm;
 pub mod signals;
 pub mod synchronize;
+pub mod threads;
 pub mod waiting;
 pub mod wire;
 
@@ -167,10 +170,16 @@ impl Runtime {
     fn finish(&self, result: Result<(), Box<EvalAltResult>>) -> Result<i32, ScriptError> {
         match result {
             Ok(()) => {
+                if let Err(e) = threads::join_at_exit() {
+                    return self.finish(Err(e)); // Ctrl-C while waiting for threads
+                }
                 process::finish_children();
                 Ok(program::take_exit().unwrap_or(0))
             }
             Err(e) if matches!(*e, EvalAltResult::Exit(..)) => {
+                if let Err(e) = threads::join_at_exit() {
+                    return self.finish(Err(e));
+                }
                 process::finish_children();
                 Ok(program::take_exit().unwrap_or(0))
             }
@@ -184,6 +193,7 @@ impl Runtime {
                 if interrupted {
                     process::terminate_children();
                 } else {
+                    let _ = threads::join_at_exit(); // Ctrl-C only ends this wait
                     process::finish_children();
                 }
                 Err(ScriptError {

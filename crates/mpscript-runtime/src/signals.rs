@@ -6,10 +6,28 @@
 //! raises at once; script code between runtime calls is stopped by the engine's progress hook
 //! ([`install_progress_hook`]). Children, pool workers and managers ignore SIGINT (API.md
 //! "Command line"), so Ctrl-C in a terminal reaches only the main process's logic.
+//! Within a process, Ctrl-C is the main thread's business, as in Python: script threads
+//! ([`crate::threads`]) block SIGINT and are marked with [`mark_script_thread`], so the checks
+//! below never take the flag there (the main thread raises `KeyboardInterrupt`).
 
 use crate::errors::{mp_err, ErrorKind, RtResult};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+thread_local! {
+    static SCRIPT_THREAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the calling OS thread as a script thread: Ctrl-C checks made there never take the
+/// interrupt, which belongs to the main thread.
+pub fn mark_script_thread() {
+    SCRIPT_THREAD.with(|c| c.set(true));
+}
+
+fn is_script_thread() -> bool {
+    SCRIPT_THREAD.with(Cell::get)
+}
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -44,6 +62,9 @@ pub fn ignore_sigint() {
 
 /// True (and the flag cleared) if SIGINT arrived since the last check.
 pub fn take_interrupt() -> bool {
+    if is_script_thread() {
+        return false;
+    }
     INTERRUPTED.swap(false, Ordering::SeqCst)
 }
 
@@ -71,7 +92,7 @@ pub fn keyboard_interrupt() -> Box<rhai::EvalAltResult> {
 /// `KeyboardInterrupt` (uncatchable by `try`, like an interrupt should be at top level).
 pub fn install_progress_hook(engine: &mut rhai::Engine) {
     engine.on_progress(|_| {
-        if INTERRUPTED.load(Ordering::Relaxed) {
+        if INTERRUPTED.load(Ordering::Relaxed) && !is_script_thread() {
             INTERRUPTED.store(false, Ordering::SeqCst);
             Some("KeyboardInterrupt".into())
         } else {

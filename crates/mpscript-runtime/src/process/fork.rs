@@ -145,6 +145,8 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
             }
             reset();
             let code = work();
+            // A child joins the non-daemon threads its work started, as CPython's _bootstrap.
+            let _ = crate::threads::join_at_exit();
             exit_now(code)
         }
         Ok(ForkResult::Parent { child }) => {

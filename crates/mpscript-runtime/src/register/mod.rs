@@ -14,6 +14,7 @@ pub mod queues;
 pub mod sharedmem;
 pub mod synchronize;
 pub mod system;
+pub mod threads;
 
 use rhai::Engine;
 
@@ -61,4 +62,5 @@ pub fn register_all(engine: &mut Engine) {
     futures::register(engine);
     synchronize::register(engine);
     sharedmem::register(engine);
+    threads::register(engine);
 }
