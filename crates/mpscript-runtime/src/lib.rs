@@ -26,6 +26,7 @@
 //! - [`queues`]: `Queue`, `SimpleQueue`, `JoinableQueue` on a shared memfd ring.
 //! - [`pool`]: `Pool`, `AsyncResult`, imap: workers that never hang when one dies.
 //! - [`futures`]: `ProcessPoolExecutor`, `Future`, `as_completed`, `wait` on the pool core.
+//! - [`managers`]: `Manager()`: a server process of shared objects, and their proxies.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`synchronize`]: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier.
 //! - [`sharedmem`]: `Value` and `Array` of a typecode in shared memory.
@@ -40,6 +41,7 @@ pub mod errors;
 pub mod futures;
 pub mod hygiene;
 pub mod listener;
+pub mod managers;
 pub mod pool;
 pub mod process;
 pub mod program;

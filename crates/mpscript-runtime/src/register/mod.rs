@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod futures;
 pub mod glue;
+pub mod managers;
 pub mod pool;
 pub mod process;
 pub mod queues;
@@ -60,6 +61,7 @@ pub fn register_all(engine: &mut Engine) {
     queues::register(engine);
     pool::register(engine);
     futures::register(engine);
+    managers::register(engine);
     synchronize::register(engine);
     sharedmem::register(engine);
     threads::register(engine);
