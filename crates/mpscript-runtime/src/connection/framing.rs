@@ -237,10 +237,16 @@ pub fn recv_frame(
 ) -> RtResult<Option<Frame>> {
     use std::sync::atomic::Ordering;
     let mut fds = Vec::new();
-    // Fast path: try the header without blocking; if nothing is there, wait Ctrl-C-aware.
     let mut h = [std::mem::MaybeUninit::<u8>::uninit(); 4];
+    // Without background work to serve, a blocking read is the whole wait (one syscall; SIGINT
+    // interrupts it with EINTR, as the handler has no SA_RESTART). With some, poll first.
+    let flags = if crate::waiting::has_background() {
+        libc::MSG_DONTWAIT
+    } else {
+        0
+    };
     let first = loop {
-        match recv_some(fd, &mut h, &mut fds, libc::MSG_DONTWAIT) {
+        match recv_some(fd, &mut h, &mut fds, flags) {
             Ok(n) => break n,
             Err(Errno::EAGAIN) => wait_readable(fd)?,
             Err(Errno::EINTR) => crate::signals::check_interrupt()?,
