@@ -85,14 +85,15 @@ pub fn send_frame(fd: RawFd, payload: &[u8], fds: &[RawFd]) -> RtResult<()> {
             n_iov += 1;
         }
         let with_fds = sent == 0 && !fds.is_empty();
-        let mut cbuf = vec![0u8; cmsg_space(fds.len())];
+        // u64 words: control messages must be 8-aligned.
+        let mut cbuf = vec![0u64; cmsg_space(fds.len()).div_ceil(8)];
         // SAFETY: msghdr is plain data; every pointer in it refers to a live local buffer.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = iov.as_mut_ptr();
         msg.msg_iovlen = n_iov;
         if with_fds {
             msg.msg_control = cbuf.as_mut_ptr().cast();
-            msg.msg_controllen = cbuf.len() as _;
+            msg.msg_controllen = cmsg_space(fds.len()) as _;
             // SAFETY: the control buffer is CMSG_SPACE(fds) bytes, enough for one header and
             // the fd array; CMSG_FIRSTHDR of it is non-null.
             unsafe {
@@ -139,7 +140,7 @@ pub fn recv_some(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> Result<usize, Errno> {
-    let mut cbuf = [0u8; 64 + MAX_FDS * 4];
+    let mut cbuf = [0u64; (64 + MAX_FDS * 4) / 8];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -149,7 +150,7 @@ pub fn recv_some(
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.len() as _;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
     // SAFETY: a valid msghdr; MSG_CMSG_CLOEXEC so received fds never leak into exec'd children.
     let r = unsafe { libc::recvmsg(fd, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
     if r < 0 {
@@ -237,10 +238,16 @@ pub fn recv_frame(
 ) -> RtResult<Option<Frame>> {
     use std::sync::atomic::Ordering;
     let mut fds = Vec::new();
-    // Fast path: try the header without blocking; if nothing is there, wait Ctrl-C-aware.
     let mut h = [std::mem::MaybeUninit::<u8>::uninit(); 4];
+    // Without background work to serve, a blocking read is the whole wait (one syscall; SIGINT
+    // interrupts it with EINTR, as the handler has no SA_RESTART). With some, poll first.
+    let flags = if crate::waiting::has_background() {
+        libc::MSG_DONTWAIT
+    } else {
+        0
+    };
     let first = loop {
-        match recv_some(fd, &mut h, &mut fds, libc::MSG_DONTWAIT) {
+        match recv_some(fd, &mut h, &mut fds, flags) {
             Ok(n) => break n,
             Err(Errno::EAGAIN) => wait_readable(fd)?,
             Err(Errno::EINTR) => crate::signals::check_interrupt()?,

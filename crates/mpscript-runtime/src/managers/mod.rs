@@ -45,7 +45,9 @@ impl Address {
         if let Some(name) = s.strip_prefix('@') {
             return Ok(Address::Abstract(name.to_string()));
         }
-        if s.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        if s.rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
             return Ok(Address::Tcp(s.to_string()));
         }
         Err(crate::errors::value_error(format!(
@@ -73,17 +75,26 @@ impl crate::listener::auth::MessageIo for FdIo {
         let skip = AtomicU64::new(0);
         match recv_frame(self.0, Some(max as u64), &skip)? {
             Some(f) => Ok(f.bytes),
-            None => Err(mp_err(ErrorKind::EOFError, "connection closed during the handshake")),
+            None => Err(mp_err(
+                ErrorKind::EOFError,
+                "connection closed during the handshake",
+            )),
         }
     }
 }
 
 /// Sets (or clears) send/receive timeouts on a socket.
 pub fn set_timeouts(fd: &OwnedFd, t: Option<std::time::Duration>) {
-    let tv = t.map_or(libc::timeval { tv_sec: 0, tv_usec: 0 }, |d| libc::timeval {
-        tv_sec: d.as_secs() as libc::time_t,
-        tv_usec: d.subsec_micros() as libc::suseconds_t,
-    });
+    let tv = t.map_or(
+        libc::timeval {
+            tv_sec: 0,
+            tv_usec: 0,
+        },
+        |d| libc::timeval {
+            tv_sec: d.as_secs() as libc::time_t,
+            tv_usec: d.subsec_micros() as libc::suseconds_t,
+        },
+    );
     for opt in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
         // SAFETY: setsockopt with a timeval we own, on a socket we own.
         unsafe {
@@ -101,12 +112,20 @@ pub fn set_timeouts(fd: &OwnedFd, t: Option<std::time::Duration>) {
 fn listen(addr: &Address) -> RtResult<(OwnedFd, Address)> {
     match addr {
         Address::Abstract(name) => {
-            use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr};
-            let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-                .map_err(|e| os_error(e, "socket"))?;
+            use nix::sys::socket::{
+                bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
+            };
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| os_error(e, "socket"))?;
             let ua = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| os_error(e, "address"))?;
             bind(fd.as_raw_fd(), &ua).map_err(|e| os_error(e, "bind"))?;
-            listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN)).map_err(|e| os_error(e, "listen"))?;
+            listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
+                .map_err(|e| os_error(e, "listen"))?;
             Ok((fd, addr.clone()))
         }
         Address::Tcp(a) => {
@@ -128,14 +147,20 @@ fn connect(addr: &Address, authkey: &[u8]) -> RtResult<OwnedFd> {
     let fd: OwnedFd = match addr {
         Address::Abstract(name) => {
             use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-            let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)
-                .map_err(|e| os_error(e, "socket"))?;
+            let fd = socket(
+                AddressFamily::Unix,
+                SockType::Stream,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .map_err(|e| os_error(e, "socket"))?;
             let ua = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| os_error(e, "address"))?;
             connect(fd.as_raw_fd(), &ua).map_err(|e| os_error(e, "connect to the manager"))?;
             fd
         }
         Address::Tcp(a) => {
-            let s = std::net::TcpStream::connect(a).map_err(|e| io_err(e, "connect to the manager"))?;
+            let s =
+                std::net::TcpStream::connect(a).map_err(|e| io_err(e, "connect to the manager"))?;
             let _ = s.set_nodelay(true);
             OwnedFd::from(s)
         }
@@ -221,8 +246,12 @@ pub fn call(
         Some(l) => server::resolve(l, name),
         None => rhai::FnPtr::new(name).map_err(|e| e.to_string()),
     };
-    let reply = crate::wire::decode(&frame.bytes, frame.fds, Some(&resolver))
-        .map_err(|e| mp_err(ErrorKind::OSError, format!("bad reply from the manager: {e}")))?;
+    let reply = crate::wire::decode(&frame.bytes, frame.fds, Some(&resolver)).map_err(|e| {
+        mp_err(
+            ErrorKind::OSError,
+            format!("bad reply from the manager: {e}"),
+        )
+    })?;
     let pair = reply.try_cast::<Array>().unwrap_or_default();
     match pair.as_slice() {
         [ok, v] if ok.as_bool().unwrap_or(false) => Ok(v.clone()),
@@ -410,8 +439,18 @@ impl Manager {
     }
 
     /// Creates a shared object of `kind` with `init`; returns its proxy.
-    pub fn create(&self, ctx: &NativeCallContext, kind: &str, init: Dynamic) -> RtResult<proxy::Proxy> {
-        let id = call(Some(ctx), &self.0.address, &self.0.authkey, vec!["create".into(), 0.into(), kind.into(), init])?;
+    pub fn create(
+        &self,
+        ctx: &NativeCallContext,
+        kind: &str,
+        init: Dynamic,
+    ) -> RtResult<proxy::Proxy> {
+        let id = call(
+            Some(ctx),
+            &self.0.address,
+            &self.0.authkey,
+            vec!["create".into(), 0.into(), kind.into(), init],
+        )?;
         Ok(proxy::Proxy::new(
             &self.0.address,
             &self.0.authkey,

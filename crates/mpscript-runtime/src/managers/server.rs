@@ -23,8 +23,13 @@ enum Obj {
     List(Array),
     Ns(Map),
     Value(Dynamic),
-    Queue { items: VecDeque<Dynamic>, maxsize: usize },
-    Lock { owner: Option<u64> },
+    Queue {
+        items: VecDeque<Dynamic>,
+        maxsize: usize,
+    },
+    Lock {
+        owner: Option<u64>,
+    },
     Event(bool),
 }
 
@@ -57,10 +62,11 @@ fn ok(v: Dynamic) -> Dynamic {
     Dynamic::from_array(vec![true.into(), v])
 }
 
+#[allow(clippy::boxed_local)] // errors arrive boxed from every runtime call
 fn err_reply(e: Box<rhai::EvalAltResult>) -> Dynamic {
-    let v = match *e {
-        rhai::EvalAltResult::ErrorRuntime(v, _) => v,
-        other => remote_error(&other),
+    let v = match &*e {
+        rhai::EvalAltResult::ErrorRuntime(v, _) => v.clone(),
+        other => remote_error(other),
     };
     Dynamic::from_array(vec![false.into(), v])
 }
@@ -171,14 +177,19 @@ impl Server<'_> {
                 match m.remove(k.as_str()) {
                     Some(v) => v,
                     None if a.len() > 1 => arg(a, 1),
-                    None => {
-                        return Err(mp_err(ErrorKind::ValueError, format!("KeyError: {k:?}")))
-                    }
+                    None => return Err(mp_err(ErrorKind::ValueError, format!("KeyError: {k:?}"))),
                 }
             }
-            (Obj::Dict(m), "get") => m.get(key(&arg(a, 0)).as_str()).cloned().unwrap_or(arg(a, 1)),
+            (Obj::Dict(m), "get") => m
+                .get(key(&arg(a, 0)).as_str())
+                .cloned()
+                .unwrap_or(arg(a, 1)),
             (Obj::Dict(m), "contains") => m.contains_key(key(&arg(a, 0)).as_str()).into(),
-            (Obj::Dict(m), "keys") => m.keys().map(|k| Dynamic::from(k.clone())).collect::<Array>().into(),
+            (Obj::Dict(m), "keys") => m
+                .keys()
+                .map(|k| Dynamic::from(k.clone()))
+                .collect::<Array>()
+                .into(),
             (Obj::Dict(m), "values") => m.values().cloned().collect::<Array>().into(),
             (Obj::Dict(m), "len") => (m.len() as i64).into(),
             (Obj::Dict(m), "clear") => {
@@ -327,7 +338,11 @@ impl Server<'_> {
         let mut progress = true;
         while progress {
             progress = false;
-            let Some(pos) = self.parked.iter().position(|p| p.obj == id && self.can_run(p)) else {
+            let Some(pos) = self
+                .parked
+                .iter()
+                .position(|p| p.obj == id && self.can_run(p))
+            else {
                 break;
             };
             let p = self.parked.remove(pos);
@@ -382,7 +397,9 @@ impl Server<'_> {
 }
 
 fn index(len: usize, v: &Dynamic) -> RtResult<usize> {
-    let i = v.as_int().map_err(|t| crate::errors::type_error(format!("list index must be an int, not {t}")))?;
+    let i = v
+        .as_int()
+        .map_err(|t| crate::errors::type_error(format!("list index must be an int, not {t}")))?;
     let j = if i < 0 { i + len as i64 } else { i };
     if j < 0 || j >= len as i64 {
         return Err(value_error(format!("list index {i} out of range")));
@@ -424,7 +441,12 @@ pub fn serve(ctx: &NativeCallContext, listener: OwnedFd, authkey: Vec<u8>) -> i3
             .iter()
             .filter_map(|p| p.deadline)
             .min()
-            .map(|d| d.saturating_duration_since(Instant::now()).as_millis().min(i32::MAX as u128) as i32 + 1)
+            .map(|d| {
+                d.saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32
+                    + 1
+            })
             .unwrap_or(-1);
         // SAFETY: a valid array of pollfds we own.
         let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
@@ -490,7 +512,14 @@ pub fn resolve(lib: &rhai::AST, name: &str) -> Result<rhai::FnPtr, String> {
 /// client that connects and never speaks is dropped after a few seconds).
 fn accept(lfd: RawFd, authkey: &[u8]) -> Option<OwnedFd> {
     // SAFETY: accept4 on our listening socket; the result is a new fd we own.
-    let fd = unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC) };
+    let fd = unsafe {
+        libc::accept4(
+            lfd,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            libc::SOCK_CLOEXEC,
+        )
+    };
     if fd < 0 {
         return None;
     }

@@ -58,8 +58,8 @@ impl FdChan {
         };
         // SAFETY: CMSG_SPACE is arithmetic.
         let space = unsafe { libc::CMSG_SPACE((fds.len() * 4) as u32) } as usize;
-        let mut cbuf = vec![0u8; space];
-        // SAFETY: plain data, then pointers into live local buffers.
+        let mut cbuf = vec![0u64; space.div_ceil(8)]; // 8-aligned for cmsghdr
+                                                      // SAFETY: plain data, then pointers into live local buffers.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
@@ -107,13 +107,13 @@ impl FdChan {
             iov_base: data.as_mut_ptr().cast(),
             iov_len: 8,
         };
-        let mut cbuf = [0u8; 64 + crate::connection::framing::MAX_FDS * 4];
+        let mut cbuf = [0u64; (64 + crate::connection::framing::MAX_FDS * 4) / 8];
         // SAFETY: plain data, then pointers into live local buffers.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = cbuf.len() as _;
+        msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
         let flags =
             libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC | if peek { libc::MSG_PEEK } else { 0 };
         let r = loop {
