@@ -75,6 +75,10 @@ pub struct ConnInner {
     end: u8,
     readable: bool,
     writable: bool,
+    /// Values travel as pickles of plain data (Listener/Client: Python peers), not `wire`.
+    pickle: bool,
+    /// Largest frame accepted when `recv` gives no limit (Listener/Client connections).
+    max_frame: Option<u64>,
 }
 
 /// A handle to one end of a pipe (API.md "Message passing"); copies are the same end.
@@ -127,6 +131,8 @@ pub fn pipe(duplex: bool) -> RtResult<(Connection, Connection)> {
             end,
             readable: r,
             writable: w,
+            pickle: false,
+            max_frame: None,
         }))
     };
     if duplex {
@@ -175,7 +181,28 @@ impl Connection {
             end,
             readable,
             writable,
+            pickle: false,
+            max_frame: None,
         }))
+    }
+
+    /// A Listener/Client connection around a connected socket: values travel as pickles of
+    /// plain data (Python's `multiprocessing.connection`), frames over `max_frame` are refused.
+    pub fn network(fd: OwnedFd, max_frame: Option<u64>) -> RtResult<Self> {
+        Ok(Connection(Arc::new(ConnInner {
+            fd: Mutex::new(Some(Arc::new(fd))),
+            locks: Arc::new(Locks::new()?),
+            end: 0,
+            readable: true,
+            writable: true,
+            pickle: true,
+            max_frame,
+        })))
+    }
+
+    /// True for a Listener/Client connection (values as pickles).
+    pub fn is_network(&self) -> bool {
+        self.0.pickle
     }
 
     /// The socket if open, else `OSError`.
@@ -252,6 +279,7 @@ impl Connection {
 
     /// Receives one frame, under the end's receive lock. `EOFError` when the peers are gone.
     pub fn recv_raw(&self, maxlength: Option<u64>) -> RtResult<framing::Frame> {
+        let maxlength = maxlength.or(self.0.max_frame);
         let fd = self.check_readable()?;
         let skip = self.0.locks.skip(self.0.end);
         let (_held, _died) = lock(self.0.locks.mutex(self.0.end, true))?;
@@ -280,6 +308,10 @@ impl Connection {
     /// cannot travel).
     pub fn send(&self, v: &Dynamic) -> RtResult<()> {
         self.check_writable()?;
+        if self.0.pickle {
+            let bytes = crate::listener::pickle::dumps(v, "item")?;
+            return self.send_raw(&bytes, &[]);
+        }
         let (bytes, fds) = crate::wire::encode(v, "item")?;
         self.send_raw(&bytes, &fds)
     }
@@ -287,6 +319,9 @@ impl Connection {
     /// `recv()`: the next message decoded (`ValueError` if it is not a valid encoding).
     pub fn recv(&self, ctx: Option<&NativeCallContext>) -> RtResult<Dynamic> {
         let f = self.recv_raw(None)?;
+        if self.0.pickle {
+            return crate::listener::pickle::loads(&f.bytes);
+        }
         let resolver = fn_resolver(ctx);
         crate::wire::decode(&f.bytes, f.fds, Some(&resolver))
             .map_err(|e| crate::errors::value_error(format!("received a bad message: {e}")))
@@ -403,7 +438,8 @@ pub fn register_codec() {
         e.fd(fd);
         e.fd(c.0.locks.region.raw_fd());
         e.byte(c.0.end);
-        e.byte(c.0.readable as u8 | (c.0.writable as u8) << 1);
+        e.byte(c.0.readable as u8 | (c.0.writable as u8) << 1 | (c.0.pickle as u8) << 2);
+        e.uvar(c.0.max_frame.unwrap_or(0));
         Ok(())
     }
     fn decode(d: &mut crate::wire::Decoder) -> Result<Dynamic, String> {
@@ -411,17 +447,20 @@ pub fn register_codec() {
         let region = d.fd()?;
         let end = d.byte()?;
         let flags = d.byte()?;
-        if end > 1 || flags > 3 {
+        let max_frame = d.uvar()?;
+        if end > 1 || flags > 7 {
             return Err("bad connection payload".into());
         }
         let region = Region::from_fd(region, 2 * END_STRIDE).map_err(|e| e.to_string())?;
-        Ok(Dynamic::from(Connection::from_parts(
-            fd,
-            Arc::new(Locks { region }),
+        Ok(Dynamic::from(Connection(Arc::new(ConnInner {
+            fd: Mutex::new(Some(Arc::new(fd))),
+            locks: Arc::new(Locks { region }),
             end,
-            flags & 1 != 0,
-            flags & 2 != 0,
-        )))
+            readable: flags & 1 != 0,
+            writable: flags & 2 != 0,
+            pickle: flags & 4 != 0,
+            max_frame: (max_frame > 0).then_some(max_frame),
+        }))))
     }
     crate::wire::register_handle::<Connection>(crate::wire::HandleCodec {
         name: "Connection",

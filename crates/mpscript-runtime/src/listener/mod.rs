@@ -4,6 +4,8 @@
 //!
 //! - [`auth`]: the HMAC challenge/response in both the ≤ 3.11 and ≥ 3.12 forms.
 //! - [`pickle`]: plain-data pickles, refusing anything that would run code.
+//! - [`net`]: `Listener`, `Client`.
 
 pub mod auth;
+pub mod net;
 pub mod pickle;

@@ -187,7 +187,7 @@ impl Server<'_> {
             (Obj::Dict(m), "contains") => m.contains_key(key(&arg(a, 0)).as_str()).into(),
             (Obj::Dict(m), "keys") => m
                 .keys()
-                .map(|k| Dynamic::from(k.clone()))
+                .map(|k| Dynamic::from(k.to_string()))
                 .collect::<Array>()
                 .into(),
             (Obj::Dict(m), "values") => m.values().cloned().collect::<Array>().into(),

@@ -8,6 +8,7 @@
 pub mod connection;
 pub mod futures;
 pub mod glue;
+pub mod listener;
 pub mod managers;
 pub mod pool;
 pub mod process;
@@ -62,6 +63,7 @@ pub fn register_all(engine: &mut Engine) {
     pool::register(engine);
     futures::register(engine);
     managers::register(engine);
+    listener::register(engine);
     synchronize::register(engine);
     sharedmem::register(engine);
     threads::register(engine);
