@@ -7,5 +7,7 @@ mod common;
 mod cli;
 // Processes, checked from outside: ported CPython tests and process hygiene.
 mod process;
+// Listener/Client against the real python3.
+mod listener;
 // The interactive REPL through a pseudo-terminal.
 mod repl;

@@ -226,3 +226,50 @@ pub fn client(addr: Addr, authkey: Option<Vec<u8>>) -> RtResult<Connection> {
     }
     Connection::network(fd, None)
 }
+
+/// A Listener travels as its listening socket (a child can serve it), its address, key and
+/// frame limit; the receiver does not own a Unix socket's path (the creator removes it).
+pub fn register_codec() {
+    fn encode(v: &Dynamic, e: &mut crate::wire::Encoder) -> Result<(), String> {
+        let l = v.read_lock::<Listener>().ok_or("not a Listener")?.clone();
+        let fd =
+            l.0.fd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .map(|f| f.as_raw_fd())
+                .ok_or("the listener is closed")?;
+        e.fd(fd);
+        e.raw(l.0.address.as_bytes());
+        match &l.0.authkey {
+            Some(k) => {
+                e.byte(1);
+                e.raw(k);
+            }
+            None => e.byte(0),
+        }
+        e.uvar(l.0.max_frame);
+        Ok(())
+    }
+    fn decode(d: &mut crate::wire::Decoder) -> Result<Dynamic, String> {
+        let fd = d.fd()?;
+        let address = String::from_utf8(d.raw()?.to_vec()).map_err(|_| "bad address")?;
+        let authkey = match d.byte()? {
+            0 => None,
+            _ => Some(d.raw()?.to_vec()),
+        };
+        let max_frame = d.uvar()?;
+        Ok(Dynamic::from(Listener(Arc::new(ListenerInner {
+            fd: Mutex::new(Some(fd)),
+            address,
+            unix_path: None,
+            authkey,
+            max_frame,
+        }))))
+    }
+    crate::wire::register_handle::<Listener>(crate::wire::HandleCodec {
+        name: "Listener",
+        encode,
+        decode,
+    });
+}

@@ -179,7 +179,8 @@ struct Conn {
     fd: Option<OwnedFd>,
 }
 
-type ConnMap = HashMap<Address, Arc<Mutex<Conn>>>;
+/// Connections by manager address and authkey (a wrong key must not reuse a good one).
+type ConnMap = HashMap<(Address, Vec<u8>), Arc<Mutex<Conn>>>;
 
 fn conns() -> &'static Mutex<ConnMap> {
     static C: OnceLock<Mutex<ConnMap>> = OnceLock::new();
@@ -198,7 +199,7 @@ pub fn call(
     let conn = {
         let mut m = conns().lock().unwrap_or_else(|e| e.into_inner());
         let c = m
-            .entry(addr.clone())
+            .entry((addr.clone(), authkey.to_vec()))
             .or_insert_with(|| Arc::new(Mutex::new(Conn { pid: me, fd: None })));
         c.clone()
     };
@@ -310,7 +311,7 @@ fn shutdown_inner(m: &ManagerInner) {
     conns()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&m.address);
+        .retain(|(a, _), _| *a != m.address);
 }
 
 fn live() -> &'static Mutex<Vec<std::sync::Weak<ManagerInner>>> {

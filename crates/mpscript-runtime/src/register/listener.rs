@@ -21,6 +21,7 @@ fn key_of(v: &Dynamic) -> RtResult<Option<Vec<u8>>> {
 
 /// Registers the type and functions.
 pub fn register(engine: &mut Engine) {
+    crate::listener::net::register_codec();
     engine.register_type_with_name::<Listener>("Listener");
     reg!(engine, "Listener", |a: Dynamic| -> RtResult<Listener> {
         Listener::bind(parse_addr(&a)?, None, None)
