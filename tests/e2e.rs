@@ -9,3 +9,5 @@ mod cli;
 mod process;
 // The interactive REPL through a pseudo-terminal.
 mod repl;
+// The tutorial's snippets and outputs are the scripts' own (docs/tutorial.md).
+mod tutorial_doc;
