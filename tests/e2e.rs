@@ -11,3 +11,5 @@ mod process;
 mod listener;
 // The interactive REPL through a pseudo-terminal.
 mod repl;
+// The tutorial's snippets and outputs are the scripts' own (docs/tutorial.md).
+mod tutorial_doc;
