@@ -543,3 +543,24 @@ where
         decode: decode_serde::<T>,
     });
 }
+
+/// Like [`check_sendable`], but a `SendError` inside a closure's captured values names the
+/// captured variable (`capture data[0]`), found in the caller's function libraries.
+pub fn check_sendable_in(ctx: &rhai::NativeCallContext, v: &Dynamic, root: &str) -> RtResult<()> {
+    if check_sendable(v, root).is_ok() {
+        return Ok(());
+    }
+    let libs: Vec<rhai::Shared<rhai::Module>> = ctx.namespaces().to_vec();
+    let namer = move |name: &str, n: usize| -> Vec<String> {
+        for m in &libs {
+            for arity in n..=32 {
+                if let Some(def) = m.get_script_fn(name, arity) {
+                    return def.params.iter().take(n).map(|p| p.to_string()).collect();
+                }
+            }
+        }
+        Vec::new()
+    };
+    let mut e = Encoder::new(root).with_capture_names(Box::new(namer));
+    e.value(v)
+}

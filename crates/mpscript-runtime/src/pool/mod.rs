@@ -155,8 +155,12 @@ impl Pool {
             return Err(value_error("chunksize must be a positive int"));
         }
         // Unsendable arguments fail here, in the caller, before anything is queued.
-        crate::wire::check_sendable(&Dynamic::from(f.clone()), "target")?;
-        crate::wire::check_sendable(&Dynamic::from_array(items.clone()), "args")?;
+        crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "target")?;
+        match (kind, items.as_slice()) {
+            // apply: the one item is the argument list itself
+            (JobKind::Apply, [args]) => crate::wire::check_sendable_in(ctx, args, "args")?,
+            _ => crate::wire::check_sendable_in(ctx, &Dynamic::from_array(items.clone()), "args")?,
+        }
         if star {
             for (i, it) in items.iter().enumerate() {
                 if !it.is_array() {

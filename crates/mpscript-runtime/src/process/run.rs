@@ -111,16 +111,16 @@ fn exit_code_of(outcome: Result<Dynamic, Box<EvalAltResult>>, me: &Process) -> i
 /// Checks before forking that the work can run: functions, arity, sendability (API.md: the
 /// same checks under both start methods).
 pub fn check_work(ctx: &NativeCallContext, work: &Work) -> RtResult<()> {
-    crate::wire::check_sendable(&Dynamic::from_array(work.args.clone()), "args")?;
+    crate::wire::check_sendable_in(ctx, &Dynamic::from_array(work.args.clone()), "args")?;
     if let Some(f) = &work.target {
-        crate::wire::check_sendable(&Dynamic::from(f.clone()), "target")?;
+        crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "target")?;
         check_arity(ctx, f, work.args.len())?;
     }
     if let Some(this) = &work.this {
-        crate::wire::check_sendable(this, "self")?;
+        crate::wire::check_sendable_in(ctx, this, "self")?;
     }
     if let Some(f) = &work.run {
-        crate::wire::check_sendable(&Dynamic::from(f.clone()), "run")?;
+        crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "run")?;
     }
     Ok(())
 }

@@ -35,6 +35,7 @@ fn from_map(map: Map) -> RtResult<Process> {
     let (mut name, mut daemon) = (None, None);
     for (k, v) in &map {
         match k.as_str() {
+            "target" if !is_subclass && v.is_unit() => {} // target: () is no target, as None
             "target" if !is_subclass => work.target = Some(target_of(v, "target")?),
             "args" if !is_subclass => work.args = args_of(v)?,
             "name" => {
