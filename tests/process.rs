@@ -89,9 +89,8 @@ fn output_to_a_file_is_not_duplicated() {
     check_forky_output(&text);
 }
 
-#[test]
-fn output_to_a_terminal_is_not_duplicated() {
-    use std::io::Read;
+/// A pseudo-terminal: (master, slave).
+fn pty() -> (std::fs::File, std::fs::File) {
     use std::os::fd::FromRawFd;
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty fills two fds we then own; no name/termios/winsize requested.
@@ -106,12 +105,18 @@ fn output_to_a_terminal_is_not_duplicated() {
     };
     assert_eq!(r, 0, "openpty");
     // SAFETY: both fds were just returned by openpty and are owned here.
-    let (master, slave) = unsafe {
+    unsafe {
         (
             std::fs::File::from_raw_fd(master),
             std::fs::File::from_raw_fd(slave),
         )
-    };
+    }
+}
+
+#[test]
+fn output_to_a_terminal_is_not_duplicated() {
+    use std::io::Read;
+    let (master, slave) = pty();
     let mut child = Command::new(bin())
         .args(["-e", FORKY])
         .stdout(slave.try_clone().unwrap())
@@ -126,4 +131,31 @@ fn output_to_a_terminal_is_not_duplicated() {
     let _ = m.read_to_end(&mut text);
     let text = String::from_utf8_lossy(&text).replace("\r\n", "\n");
     check_forky_output(&text);
+}
+
+#[test]
+fn pool_progress_bar_only_on_a_terminal() {
+    use std::io::Read;
+    let code = "let p = Pool(#{processes: 2, progress: \"squares\"}); print(p.map(|x| x * x, 0..50, 1).len());";
+    // stderr a terminal: the bar is drawn and ends at 50/50.
+    let (master, slave) = pty();
+    let mut child = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::null())
+        .stderr(slave.try_clone().unwrap())
+        .spawn()
+        .unwrap();
+    drop(slave);
+    assert!(child.wait().unwrap().success());
+    let mut text = Vec::new();
+    let mut m = master;
+    let _ = m.read_to_end(&mut text);
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("squares ["), "{text}");
+    assert!(text.contains("50/50"), "{text}");
+    // stderr a pipe: nothing at all.
+    let r = run(&["-e", code], "", None, Duration::from_secs(60));
+    assert_eq!(r.status, 0);
+    assert_eq!(r.stdout, "50\n");
+    assert_eq!(r.stderr, "");
 }

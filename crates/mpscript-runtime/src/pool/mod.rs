@@ -18,6 +18,7 @@
 //!   as source units and are replayed in the worker (see [`worker`]).
 
 pub mod api;
+pub mod progress;
 pub mod results;
 pub mod sched;
 pub mod worker;
@@ -174,6 +175,9 @@ impl Pool {
         let job = Job::new(kind, items.len(), callback, error_callback);
         {
             let mut s = self.sched();
+            if let (Some(label), false) = (&s.progress_label(), kind == JobKind::Apply) {
+                job.data().progress = progress::bar(label, items.len());
+            }
             let cs = chunksize.unwrap_or_else(|| match kind {
                 JobKind::Apply => 1,
                 _ => default_chunksize(items.len(), s.processes),

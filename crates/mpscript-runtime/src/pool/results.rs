@@ -53,6 +53,8 @@ pub struct JobData {
     pub running: bool,
     /// Done callbacks added with `add_done_callback` (executor futures), with their argument.
     pub done_callbacks: Vec<(FnPtr, Dynamic)>,
+    /// The progress bar, for pools made with `progress`.
+    pub progress: Option<indicatif::ProgressBar>,
 }
 
 /// A shared job.
@@ -80,6 +82,7 @@ impl Job {
             cancelled: false,
             running: false,
             done_callbacks: Vec::new(),
+            progress: None,
         })))
     }
 
@@ -110,7 +113,14 @@ impl JobData {
         self.results[i] = Some(o);
         self.received += 1;
         self.arrivals.push_back(i);
-        self.received == self.results.len()
+        let complete = self.received == self.results.len();
+        if let Some(b) = &self.progress {
+            b.inc(1);
+            if complete {
+                b.finish();
+            }
+        }
+        complete
     }
 
     /// The job's callbacks to run now that it is complete: `(function, argument)` pairs.

@@ -99,6 +99,11 @@ impl Scheduler {
         }
     }
 
+    /// The progress bar label if the pool draws bars (`""`: no label).
+    pub fn progress_label(&self) -> Option<String> {
+        self.opts.progress.clone()
+    }
+
     /// True in the process that made the pool (a forked child's copy is inert).
     pub fn is_owner(&self) -> bool {
         self.owner == nix::unistd::getpid()
