@@ -318,3 +318,36 @@ fn piped_stdin_still_runs_as_a_script() {
     assert_eq!(run.status, 0, "{}", run.stderr);
     assert_eq!(run.stdout, "2\n");
 }
+
+#[test]
+fn pools_run_functions_defined_at_the_prompt_before_and_after() {
+    // Issue 9 item 7 / issue 6 item 2: a pool made at the prompt runs functions and closures
+    // defined in later inputs: the workers replay those inputs' source before the task.
+    let home = Home::new();
+    let mut r = start(&home.0, &[]);
+    r.eval("fn early(x) { x + 1 }", ">>> ");
+    r.eval("let pool = Pool(2);", ">>> ");
+    r.eval(
+        "print(`early ${pool.map(Fn(\"early\"), [1, 2, 3])}`);",
+        "early [2, 3, 4]",
+    );
+    r.eval("fn late(x) { x * 10 }", ">>> ");
+    r.eval(
+        "print(`late ${pool.map(Fn(\"late\"), [1, 2, 3])}`);",
+        "late [10, 20, 30]",
+    );
+    r.eval("let k = 7; let clo = |x| late(x) + k;", ">>> ");
+    r.eval("print(`clo ${pool.apply(clo, [2])}`);", "clo 27");
+    // Redefined after the workers replayed the first body: the new one runs.
+    r.eval("fn late(x) { x * 100 }", ">>> ");
+    r.eval(
+        "print(`again ${pool.map(Fn(\"late\"), [1])}`);",
+        "again [100]",
+    );
+    r.eval(
+        "let ex = ProcessPoolExecutor(1); print(`ex ${ex.submit(clo, 1).result()}`);",
+        "ex 107",
+    );
+    r.line(":quit");
+    assert_eq!(r.finish(), 0);
+}

@@ -35,6 +35,17 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A bug in the runtime must not show a Rust backtrace: one line, and status 70.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("mpscript: internal error (please report it): {info}");
+    }));
+    match std::panic::catch_unwind(run) {
+        Ok(code) => code,
+        Err(_) => ExitCode::from(70),
+    }
+}
+
+fn run() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -13,11 +13,9 @@ pub fn bar(label: &str, n: usize) -> Option<ProgressBar> {
         return None;
     }
     let b = ProgressBar::with_draw_target(Some(n as u64), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template(
-        "{prefix}[{bar:30}] {pos}/{len} (eta {eta})",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    let style = ProgressStyle::with_template("{prefix}[{bar:30}] {pos}/{len} (eta {eta})")
+        .map(|s| s.progress_chars("=> "))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
     b.set_style(style);
     if !label.is_empty() {
         b.set_prefix(format!("{label} "));

@@ -143,10 +143,17 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
             for h in child_hooks {
                 h();
             }
-            reset();
-            let code = work();
-            // A child joins the non-daemon threads its work started, as CPython's _bootstrap.
-            let _ = crate::threads::join_at_exit();
+            // A panic must never unwind out of the child into the parent's code (it would go
+            // on running the parent's script): it ends the child.
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                reset();
+                let code = work();
+                // A child joins the non-daemon threads its work started, as CPython's
+                // _bootstrap does.
+                let _ = crate::threads::join_at_exit();
+                code
+            }))
+            .unwrap_or(70);
             exit_now(code)
         }
         Ok(ForkResult::Parent { child }) => {

@@ -31,6 +31,31 @@ pub fn register(engine: &mut Engine) {
      -> RtResult<Listener> {
         Listener::bind(parse_addr(&a)?, key_of(&k)?, None)
     });
+    reg!(engine, "Listener", |a: Dynamic,
+                              k: Dynamic,
+                              o: rhai::Map|
+     -> RtResult<Listener> {
+        let mut max = None;
+        for (name, v) in &o {
+            match name.as_str() {
+                "max_frame" => {
+                    let n = v
+                        .as_int()
+                        .map_err(|t| type_error(format!("max_frame must be an int, not {t}")))?;
+                    if n <= 0 {
+                        return Err(crate::errors::value_error("max_frame must be positive"));
+                    }
+                    max = Some(n as u64);
+                }
+                other => {
+                    return Err(type_error(format!(
+                        "Listener() got an unexpected option '{other}' (options: max_frame)"
+                    )))
+                }
+            }
+        }
+        Listener::bind(parse_addr(&a)?, key_of(&k)?, max)
+    });
     reg!(engine, "accept", |ctx: NativeCallContext,
                             l: &mut Listener|
      -> RtResult<Connection> {
