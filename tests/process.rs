@@ -159,3 +159,31 @@ fn pool_progress_bar_only_on_a_terminal() {
     assert_eq!(r.stdout, "50\n");
     assert_eq!(r.stderr, "");
 }
+
+#[test]
+fn pool_worker_crash_fails_only_its_task() {
+    // Issue 6: a worker that crashes fails exactly its task with BrokenProcessPool; the pool
+    // replaces it and goes on. Scripts have no way to crash, so the crash is a signal sent from
+    // outside: SIGABRT (a SIGSEGV sent with kill(2) is caught once by Rust's stack-overflow
+    // handler, which only acts on real faults).
+    let code = "let pool = Pool(2);\n\
+        let r = pool.apply_async(|| { print(getpid()); sleep(60); 1 });\n\
+        try { r.get(60); } catch (e) { print(`${e.error} ${e.exitcode}`); }\n\
+        print(pool.map(|x| x * 2, [1, 2, 3]));";
+    let mut child = Command::new(bin())
+        .args(["-e", code])
+        .env("MPSCRIPT_LEAK_CHECK", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let pid: i32 = line.trim().parse().unwrap();
+    // SAFETY: kill(2) on the worker pid the script printed.
+    unsafe { libc::kill(pid, libc::SIGABRT) };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+    assert!(child.wait().unwrap().success());
+    assert_eq!(rest, "BrokenProcessPool -6\n[2, 4, 6]\n");
+}
