@@ -242,9 +242,13 @@ pub fn call(
         }
     };
     drop(c);
-    let lib = ctx.map(crate::pool::worker::library_of);
-    let resolver = |name: &str| match &lib {
-        Some(l) => server::resolve(l, name),
+    // The library is gathered only if the reply holds a closure (rare, and not cheap).
+    let lib = std::cell::OnceCell::new();
+    let resolver = |name: &str| match ctx {
+        Some(ctx) => server::resolve(
+            lib.get_or_init(|| crate::pool::worker::library_of(ctx)),
+            name,
+        ),
         None => rhai::FnPtr::new(name).map_err(|e| e.to_string()),
     };
     let reply = crate::wire::decode(&frame.bytes, frame.fds, Some(&resolver)).map_err(|e| {

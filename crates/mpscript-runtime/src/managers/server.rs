@@ -421,6 +421,8 @@ pub fn serve(ctx: &NativeCallContext, listener: OwnedFd, authkey: Vec<u8>) -> i3
     // Object 0: the root namespace, a meeting point for scripts that connect from elsewhere.
     s.objs.insert(0, Obj::Ns(Map::new()));
     let lfd = listener.as_raw_fd();
+    // The script's functions, gathered once, the first time a request holds a closure.
+    let lib = std::cell::OnceCell::new();
     loop {
         s.expire();
         let ids: Vec<u64> = s.conns.keys().copied().collect();
@@ -474,8 +476,12 @@ pub fn serve(ctx: &NativeCallContext, listener: OwnedFd, authkey: Vec<u8>) -> i3
                     continue;
                 }
             };
-            let lib = crate::pool::worker::library_of(s.ctx);
-            let resolver = |name: &str| resolve(&lib, name);
+            let resolver = |name: &str| {
+                resolve(
+                    lib.get_or_init(|| crate::pool::worker::library_of(s.ctx)),
+                    name,
+                )
+            };
             let req = match crate::wire::decode(&frame.bytes, frame.fds, Some(&resolver)) {
                 Ok(v) => v.try_cast::<Array>().unwrap_or_default(),
                 Err(e) => {
