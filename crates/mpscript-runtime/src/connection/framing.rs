@@ -125,6 +125,24 @@ pub fn send_frame(fd: RawFd, payload: &[u8], fds: &[RawFd]) -> RtResult<()> {
     Ok(())
 }
 
+/// A receive buffer for control messages, aligned as `cmsghdr` (a plain `[u8; N]` on the
+/// stack may be misaligned, and reading the headers through it is then undefined behaviour).
+#[repr(C, align(8))]
+pub struct CmsgBuf(pub [u8; 64 + MAX_FDS * 4]);
+
+impl CmsgBuf {
+    /// A zeroed buffer with room for [`MAX_FDS`] fds.
+    pub fn new() -> Self {
+        CmsgBuf([0; 64 + MAX_FDS * 4])
+    }
+}
+
+impl Default for CmsgBuf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 fn cmsg_space(n: usize) -> usize {
     // SAFETY: CMSG_SPACE is arithmetic.
     unsafe { libc::CMSG_SPACE((n.max(1) * 4) as u32) as usize }
@@ -139,7 +157,7 @@ pub fn recv_some(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> Result<usize, Errno> {
-    let mut cbuf = [0u8; 64 + MAX_FDS * 4];
+    let mut cbuf = CmsgBuf::new();
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -148,8 +166,8 @@ pub fn recv_some(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.len() as _;
+    msg.msg_control = cbuf.0.as_mut_ptr().cast();
+    msg.msg_controllen = cbuf.0.len() as _;
     // SAFETY: a valid msghdr; MSG_CMSG_CLOEXEC so received fds never leak into exec'd children.
     let r = unsafe { libc::recvmsg(fd, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
     if r < 0 {

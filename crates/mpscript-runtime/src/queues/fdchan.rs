@@ -107,13 +107,13 @@ impl FdChan {
             iov_base: data.as_mut_ptr().cast(),
             iov_len: 8,
         };
-        let mut cbuf = [0u8; 64 + crate::connection::framing::MAX_FDS * 4];
+        let mut cbuf = crate::connection::framing::CmsgBuf::new();
         // SAFETY: plain data, then pointers into live local buffers.
         let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = cbuf.len() as _;
+        msg.msg_control = cbuf.0.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.0.len() as _;
         let flags =
             libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC | if peek { libc::MSG_PEEK } else { 0 };
         let r = loop {
