@@ -35,6 +35,9 @@
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
+// Handles are `Arc`s so that they are `Send + Sync` with rhai's `sync`; without the `threads`
+// feature their contents are not, and no thread shares them (see `global`).
+#![cfg_attr(not(feature = "threads"), allow(clippy::arc_with_non_send_sync))]
 
 pub mod connection;
 pub mod errors;
