@@ -6,11 +6,18 @@
 //! later `submit`); a Future is a one-task job of that pool. So executors share the pool's
 //! scheduler, its never-hang guarantee and its callbacks-in-waits, with no code of their own
 //! for processes.
+//!
+//! A [`Future`] is either kind: a process-pool job or a thread future
+//! ([`crate::threads::executor`]), so `as_completed` and `wait` take any mix. A wait over
+//! process futures polls the pools' fds; over thread futures it is a futex wait on the
+//! completion counter; over both it polls the pools' fds plus an eventfd that thread
+//! completions write.
 
 use crate::errors::{mp_err, value_error, ErrorKind, RtResult};
 use crate::pool::api::wait_job;
 use crate::pool::results::{raise, JobKind};
 use crate::pool::{AsyncResult, OnDeath, Pool, PoolOptions};
+use crate::threads::executor::{self, PollWaiter, ThreadFuture};
 use crate::waiting::Deadline;
 use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
 use std::sync::{Arc, Mutex};
@@ -34,13 +41,22 @@ impl PartialEq for Executor {
     }
 }
 
-/// A future: the handle on one submitted task.
+/// A future: the handle on one submitted task, of a process or a thread executor.
 #[derive(Clone)]
-pub struct Future(pub AsyncResult);
+pub enum Future {
+    /// A one-task job of a ProcessPoolExecutor's pool.
+    Process(AsyncResult),
+    /// A call queued on a ThreadPoolExecutor.
+    Thread(ThreadFuture),
+}
 
 impl PartialEq for Future {
     fn eq(&self, o: &Self) -> bool {
-        self.0.job == o.0.job
+        match (self, o) {
+            (Future::Process(a), Future::Process(b)) => a.job == b.job,
+            (Future::Thread(a), Future::Thread(b)) => a == b,
+            _ => false,
+        }
     }
 }
 
@@ -87,7 +103,7 @@ impl Executor {
             None,
             None,
         )?;
-        Ok(Future(r))
+        Ok(Future::Process(r))
     }
 
     /// `map(f, xs, #{timeout, chunksize})`: the results in input order (API.md: an array, so
@@ -130,23 +146,59 @@ impl Executor {
 }
 
 impl Future {
+    /// True when finished, failed or cancelled (no progress is made).
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Future::Process(r) => r.job.ready(),
+            Future::Thread(t) => t.is_done(),
+        }
+    }
+
+    /// True when finished with an error.
+    pub fn failed(&self) -> bool {
+        match self {
+            Future::Process(r) => r.job.data().first_error().is_some(),
+            Future::Thread(t) => t.failed(),
+        }
+    }
+
     /// `done()`: finished, failed or cancelled.
     pub fn done(&self, ctx: &NativeCallContext) -> RtResult<bool> {
-        wait_job(&self.0.pool, &self.0.job, Some(ctx), Some(Duration::ZERO))
+        match self {
+            Future::Process(r) => wait_job(&r.pool, &r.job, Some(ctx), Some(Duration::ZERO)),
+            Future::Thread(t) => Ok(t.is_done()),
+        }
     }
 
     /// `running()`.
     pub fn running(&self, ctx: &NativeCallContext) -> RtResult<bool> {
-        let done = self.done(ctx)?;
-        Ok(!done && self.0.job.data().running)
+        match self {
+            Future::Process(r) => {
+                let done = self.done(ctx)?;
+                Ok(!done && r.job.data().running)
+            }
+            Future::Thread(t) => Ok(t.running()),
+        }
+    }
+
+    /// `cancelled()`.
+    pub fn cancelled(&self) -> bool {
+        match self {
+            Future::Process(r) => r.job.data().cancelled,
+            Future::Thread(t) => t.cancelled(),
+        }
     }
 
     /// `cancel()`: true if the task had not started (it never will).
     pub fn cancel(&self, ctx: &NativeCallContext) -> RtResult<bool> {
+        let r = match self {
+            Future::Process(r) => r,
+            Future::Thread(t) => return Ok(t.cancel(ctx)),
+        };
         if self.done(ctx)? {
-            return Ok(self.0.job.data().cancelled);
+            return Ok(r.job.data().cancelled);
         }
-        let mut d = self.0.job.data();
+        let mut d = r.job.data();
         if d.running {
             return Ok(false);
         }
@@ -166,10 +218,14 @@ impl Future {
 
     /// `result(timeout)`.
     pub fn result(&self, ctx: &NativeCallContext, timeout: Option<Duration>) -> RtResult<Dynamic> {
-        if !wait_job(&self.0.pool, &self.0.job, Some(ctx), timeout)? {
+        let r = match self {
+            Future::Process(r) => r,
+            Future::Thread(t) => return t.result(timeout),
+        };
+        if !wait_job(&r.pool, &r.job, Some(ctx), timeout)? {
             return Err(mp_err(ErrorKind::TimeoutError, "the future is not done"));
         }
-        crate::pool::api::job_value(&self.0.job)
+        crate::pool::api::job_value(&r.job)
     }
 
     /// `exception(timeout)`: the error map, or `()` after success.
@@ -184,7 +240,7 @@ impl Future {
                 let kind = crate::errors::kind_of(&e);
                 if matches!(
                     kind.as_deref(),
-                    Some("TimeoutError") | Some("CancelledError")
+                    Some("TimeoutError") | Some("CancelledError") | Some("KeyboardInterrupt")
                 ) {
                     return Err(e);
                 }
@@ -198,25 +254,54 @@ impl Future {
 
     /// `add_done_callback(f)`: `f(future)` once done (at once if it already is).
     pub fn add_done_callback(&self, ctx: &NativeCallContext, f: FnPtr) -> RtResult<()> {
+        let r = match self {
+            Future::Process(r) => r,
+            Future::Thread(t) => return t.add_done_callback(ctx, f),
+        };
         if self.done(ctx)? {
             return f
                 .call_raw(ctx, None, [Dynamic::from(self.clone())])
                 .map(|_| ());
         }
-        self.0
-            .job
+        r.job
             .data()
             .done_callbacks
             .push((f, Dynamic::from(self.clone())));
         Ok(())
+    }
+
+    /// `<Future state=...>`.
+    pub fn repr(&self) -> String {
+        let state = match self {
+            Future::Thread(t) => t.state_name(),
+            Future::Process(r) => {
+                let d = r.job.data();
+                if d.cancelled {
+                    "cancelled"
+                } else if d.received == d.results.len() {
+                    if d.first_error().is_some() {
+                        "finished raised"
+                    } else {
+                        "finished"
+                    }
+                } else if d.running {
+                    "running"
+                } else {
+                    "pending"
+                }
+            }
+        };
+        format!("<Future state={state}>")
     }
 }
 
 fn pools_of(futs: &[Future]) -> Vec<Pool> {
     let mut pools: Vec<Pool> = Vec::new();
     for f in futs {
-        if !pools.contains(&f.0.pool) {
-            pools.push(f.0.pool.clone());
+        if let Future::Process(r) = f {
+            if !pools.contains(&r.pool) {
+                pools.push(r.pool.clone());
+            }
         }
     }
     pools
@@ -230,19 +315,37 @@ fn wait_any(
     cond: &dyn Fn(&[bool]) -> bool,
 ) -> RtResult<Vec<bool>> {
     let pools = pools_of(futs);
+    let threads = futs.iter().any(|f| matches!(f, Future::Thread(_)));
+    // Registered before the first check, so a completion after it wakes the poll.
+    let poller = if threads && !pools.is_empty() {
+        Some(PollWaiter::new()?)
+    } else {
+        None
+    };
     loop {
+        let epoch = executor::completions_epoch();
         for p in &pools {
             crate::pool::sched::service(&p.0.sched, ctx)?;
         }
-        let states: Vec<bool> = futs.iter().map(|f| f.0.job.ready()).collect();
+        let states: Vec<bool> = futs.iter().map(Future::is_ready).collect();
         if cond(&states) || deadline.passed() {
             return Ok(states);
         }
-        let fds: Vec<i32> = pools.iter().flat_map(|p| p.sched().wait_fds()).collect();
+        let mut fds: Vec<i32> = pools.iter().flat_map(|p| p.sched().wait_fds()).collect();
         if fds.is_empty() {
-            return Ok(states);
+            if !threads {
+                return Ok(states); // no worker left to change anything
+            }
+            executor::wait_completion(epoch, deadline)?;
+            continue;
+        }
+        if let Some(p) = &poller {
+            fds.push(p.fd());
         }
         crate::waiting::wait_fds(ctx, &fds, deadline)?;
+        if let Some(p) = &poller {
+            p.drain();
+        }
     }
 }
 
@@ -256,11 +359,7 @@ pub fn wait(
     timeout: Option<Duration>,
     return_when: &str,
 ) -> RtResult<Map> {
-    let first_exception = |s: &[bool]| {
-        futs.iter()
-            .zip(s)
-            .any(|(f, &d)| d && f.0.job.data().first_error().is_some())
-    };
+    let first_exception = |s: &[bool]| futs.iter().zip(s).any(|(f, &d)| d && f.failed());
     let cond: Box<Cond> = match return_when {
         "ALL_COMPLETED" => Box::new(|s: &[bool]| s.iter().all(|&d| d)),
         "FIRST_COMPLETED" => Box::new(|s: &[bool]| s.is_empty() || s.iter().any(|&d| d)),
@@ -295,6 +394,7 @@ pub fn as_completed(futs: Vec<Future>, timeout: Option<Duration>) -> AsCompleted
         ready: std::collections::VecDeque::new(),
         deadline: Deadline::after(timeout),
         failed: false,
+        interrupted: false,
     })))
 }
 
@@ -303,6 +403,7 @@ struct AsCompletedState {
     ready: std::collections::VecDeque<Future>,
     deadline: Deadline,
     failed: bool,
+    interrupted: bool,
 }
 
 /// The iterator `as_completed` returns.
@@ -315,12 +416,27 @@ impl AsCompleted {
         if let Some(f) = s.ready.pop_front() {
             return Some(Ok(f));
         }
+        if s.interrupted {
+            // Asked again after raising KeyboardInterrupt: rhai dropped the error (a `for`
+            // with an empty body does), so hand it to the engine's progress hook instead.
+            s.interrupted = false;
+            s.failed = true;
+            crate::signals::restore_interrupt();
+            return None;
+        }
         if s.left.is_empty() || s.failed {
             return None;
         }
         let states = match wait_any(None, &s.left, s.deadline, &|st| st.iter().any(|&d| d)) {
             Ok(st) => st,
-            Err(e) => return Some(Err(e)),
+            Err(e) => {
+                if crate::errors::kind_of(&e).as_deref() == Some("KeyboardInterrupt") {
+                    s.interrupted = true;
+                } else {
+                    s.failed = true;
+                }
+                return Some(Err(e));
+            }
         };
         if !states.iter().any(|&d| d) {
             s.failed = true;

@@ -25,6 +25,7 @@
 //! - [`connection`]: `Pipe`, `Connection` (CPython's framing, fd passing), `wait_ready`.
 //! - [`queues`]: `Queue`, `SimpleQueue`, `JoinableQueue` on a shared memfd ring.
 //! - [`pool`]: `Pool`, `AsyncResult`, imap: workers that never hang when one dies.
+//! - [`global`]: runtime registries as statics (threads) or per-thread values (no threads).
 //! - [`futures`]: `ProcessPoolExecutor`, `Future`, `as_completed`, `wait` on the pool core.
 //! - [`managers`]: `Manager()`: a server process of shared objects, and their proxies.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
@@ -35,10 +36,14 @@
 //! - [`register`]: the thin layer that registers each concept with Rhai.
 
 #![deny(missing_docs)]
+// Handles are `Arc`s so that they are `Send + Sync` with rhai's `sync`; without the `threads`
+// feature their contents are not, and no thread shares them (see `global`).
+#![cfg_attr(not(feature = "threads"), allow(clippy::arc_with_non_send_sync))]
 
 pub mod connection;
 pub mod errors;
 pub mod futures;
+pub mod global;
 pub mod hygiene;
 pub mod listener;
 pub mod managers;
@@ -91,12 +96,15 @@ pub fn new_engine() -> Engine {
     engine
 }
 
-static ENGINE: OnceLock<&'static Engine> = OnceLock::new();
+crate::runtime_global! {
+    /// The engine handed to [`Runtime::new`] (script threads need one that lives for ever).
+    fn engine_cell() -> &'static OnceLock<&'static Engine> { OnceLock::new() }
+}
 
 /// The engine handed to [`Runtime::new`] in this process, if any (script threads need one that
 /// lives for ever).
 pub fn runtime_engine() -> Option<&'static Engine> {
-    ENGINE.get().copied()
+    engine_cell().get().copied()
 }
 
 /// A script's failure, as the CLI reports it.
@@ -119,8 +127,12 @@ impl Runtime {
     /// Takes the engine for the life of the process (one runtime per process).
     pub fn new(engine: Engine) -> Self {
         let engine: &'static Engine = Box::leak(Box::new(engine));
-        let _ = ENGINE.set(engine);
-        wire::set_type_namer(Box::new(move |t| engine.map_type_name(t).to_string()));
+        let _ = engine_cell().set(engine);
+        // Looks the engine up instead of capturing it: a `&Engine` is only `Send` with rhai's
+        // `sync` (the `threads` feature).
+        wire::set_type_namer(Box::new(|t| {
+            runtime_engine().map_or_else(|| t.to_string(), |e| e.map_type_name(t).to_string())
+        }));
         Runtime { engine }
     }
 

@@ -73,6 +73,12 @@ pub fn interrupt_pending() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Puts back an interrupt that was taken but whose error was dropped (rhai drops the errors of
+/// an iterator in a `for` loop with an empty body): the progress hook raises it next step.
+pub fn restore_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
 /// Raises `KeyboardInterrupt` if SIGINT arrived since the last check.
 pub fn check_interrupt() -> RtResult<()> {
     if take_interrupt() {

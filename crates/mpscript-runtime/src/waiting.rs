@@ -65,7 +65,7 @@ impl Deadline {
 }
 
 /// Work the runtime does while the script waits (see the module docs).
-pub trait Background: Send + Sync {
+pub trait Background: crate::global::MaybeSync {
     /// The fds whose readability means there is work to do.
     fn fds(&self) -> Vec<RawFd>;
     /// The fds whose writability means there is work to do (a partly written message).
@@ -76,9 +76,8 @@ pub trait Background: Send + Sync {
     fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()>;
 }
 
-fn backgrounds() -> &'static Mutex<Vec<Weak<dyn Background>>> {
-    static B: std::sync::OnceLock<Mutex<Vec<Weak<dyn Background>>>> = std::sync::OnceLock::new();
-    B.get_or_init(|| Mutex::new(Vec::new()))
+crate::runtime_global! {
+    fn backgrounds() -> &'static Mutex<Vec<Weak<dyn Background>>> { Mutex::new(Vec::new()) }
 }
 
 /// Registers a background source for as long as it lives.

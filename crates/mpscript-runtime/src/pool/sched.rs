@@ -728,9 +728,8 @@ impl crate::waiting::Background for BackgroundPool {
     }
 }
 
-fn live_pools() -> &'static Mutex<Vec<Weak<Mutex<Scheduler>>>> {
-    static P: std::sync::OnceLock<Mutex<Vec<Weak<Mutex<Scheduler>>>>> = std::sync::OnceLock::new();
-    P.get_or_init(|| Mutex::new(Vec::new()))
+crate::runtime_global! {
+    fn live_pools() -> &'static Mutex<Vec<Weak<Mutex<Scheduler>>>> { Mutex::new(Vec::new()) }
 }
 
 /// Remembers a pool so the end of the script can terminate it before joining children.

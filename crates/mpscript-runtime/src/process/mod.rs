@@ -15,7 +15,7 @@ use crate::errors::{mp_err, os_error, value_error, ErrorKind, RtResult};
 use nix::unistd::Pid;
 use rhai::{Array, Dynamic, FnPtr};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// What a `Process` handle stands for.
 #[derive(Debug, Clone, PartialEq)]
@@ -365,16 +365,15 @@ pub struct Me {
     pub parent: Option<(Pid, String)>,
 }
 
-fn me_cell() -> &'static Mutex<Me> {
-    static ME: OnceLock<Mutex<Me>> = OnceLock::new();
-    ME.get_or_init(|| {
+crate::runtime_global! {
+    fn me_cell() -> &'static Mutex<Me> {
         Mutex::new(Me {
             counter: 0,
             identity: Vec::new(),
             handle: None,
             parent: None,
         })
-    })
+    }
 }
 
 /// Locks the running process's identity.
@@ -421,11 +420,12 @@ pub fn current_is_daemon() -> bool {
     current_process().data().daemon
 }
 
+crate::runtime_global! {
+    fn children_cell() -> &'static Mutex<Vec<Process>> { Mutex::new(Vec::new()) }
+}
+
 fn children() -> MutexGuard<'static, Vec<Process>> {
-    static C: OnceLock<Mutex<Vec<Process>>> = OnceLock::new();
-    C.get_or_init(|| Mutex::new(Vec::new()))
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    children_cell().lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Adds a started child to the registry (also used by pools for their workers).

@@ -1,11 +1,14 @@
-//! Registers `ProcessPoolExecutor`, `Future`, `as_completed` and `wait` (API.md "Pools and
-//! executors").
+//! Registers `ProcessPoolExecutor`, `ThreadPoolExecutor`, `Future`, `as_completed` and `wait`
+//! (API.md "Pools and executors"). Both executors get the same methods from one generic
+//! function, and hand out the one `Future` type.
 
 use crate::errors::{type_error, RtResult};
 use crate::futures::{self, AsCompleted, Executor, Future};
 use crate::pool::api;
+use crate::threads::executor::ThreadPoolExecutor;
 use crate::{reg, waiting};
-use rhai::{Array, Dynamic, Engine, Map, NativeCallContext};
+use rhai::{Array, Dynamic, Engine, FnPtr, Map, NativeCallContext, Variant};
+use std::time::Duration;
 
 fn futures_of(v: &Dynamic) -> RtResult<Vec<Future>> {
     let arr = v
@@ -21,48 +24,94 @@ fn futures_of(v: &Dynamic) -> RtResult<Vec<Future>> {
         .collect()
 }
 
-/// Registers the types and functions.
-pub fn register(engine: &mut Engine) {
-    engine.register_type_with_name::<Executor>("ProcessPoolExecutor");
-    engine.register_type_with_name::<Future>("Future");
-    engine.register_type_with_name::<AsCompleted>("AsCompleted");
-    engine.register_iterator_result::<AsCompleted, Future>();
+/// What both executors offer the script (API.md "Pools and executors").
+trait Exec: Variant + Clone {
+    const NAME: &'static str;
+    fn submit(&self, ctx: &NativeCallContext, f: FnPtr, args: Array) -> RtResult<Future>;
+    fn map(
+        &self,
+        ctx: &NativeCallContext,
+        f: FnPtr,
+        xs: Array,
+        timeout: Option<Duration>,
+        chunksize: Option<usize>,
+    ) -> RtResult<Dynamic>;
+    fn shutdown(&self, ctx: &NativeCallContext, wait: bool) -> RtResult<()>;
+}
 
-    reg!(engine, "ProcessPoolExecutor", |ctx: NativeCallContext| {
-        Executor::new(&ctx, None)
-    });
-    reg!(engine, "ProcessPoolExecutor", |ctx: NativeCallContext,
-                                         n: Dynamic|
-     -> RtResult<Executor> {
-        if n.is_unit() {
-            return Executor::new(&ctx, None);
-        }
-        let n = n
-            .as_int()
-            .map_err(|t| type_error(format!("max_workers must be an int, not {t}")))?;
-        if n <= 0 {
-            return Err(crate::errors::value_error(
-                "max_workers must be greater than 0",
-            ));
-        }
-        Executor::new(&ctx, Some(n as usize))
-    });
-    // submit(f, a1..a6)
+impl Exec for Executor {
+    const NAME: &'static str = "ProcessPoolExecutor";
+    fn submit(&self, ctx: &NativeCallContext, f: FnPtr, args: Array) -> RtResult<Future> {
+        Executor::submit(self, ctx, f, args)
+    }
+    fn map(
+        &self,
+        ctx: &NativeCallContext,
+        f: FnPtr,
+        xs: Array,
+        timeout: Option<Duration>,
+        chunksize: Option<usize>,
+    ) -> RtResult<Dynamic> {
+        Executor::map(self, ctx, f, xs, timeout, chunksize)
+    }
+    fn shutdown(&self, ctx: &NativeCallContext, wait: bool) -> RtResult<()> {
+        Executor::shutdown(self, ctx, wait)
+    }
+}
+
+impl Exec for ThreadPoolExecutor {
+    const NAME: &'static str = "ThreadPoolExecutor";
+    fn submit(&self, ctx: &NativeCallContext, f: FnPtr, args: Array) -> RtResult<Future> {
+        ThreadPoolExecutor::submit(self, ctx, f, args)
+    }
+    fn map(
+        &self,
+        ctx: &NativeCallContext,
+        f: FnPtr,
+        xs: Array,
+        timeout: Option<Duration>,
+        _chunksize: Option<usize>,
+    ) -> RtResult<Dynamic> {
+        ThreadPoolExecutor::map(self, ctx, f, xs, timeout)
+    }
+    fn shutdown(&self, _ctx: &NativeCallContext, wait: bool) -> RtResult<()> {
+        ThreadPoolExecutor::shutdown(self, wait)
+    }
+}
+
+/// `max_workers`: `()` for the default, else a positive int.
+fn workers_arg(n: &Dynamic) -> RtResult<Option<usize>> {
+    if n.is_unit() {
+        return Ok(None);
+    }
+    let n = n
+        .as_int()
+        .map_err(|t| type_error(format!("max_workers must be an int, not {t}")))?;
+    if n <= 0 {
+        return Err(crate::errors::value_error(
+            "max_workers must be greater than 0",
+        ));
+    }
+    Ok(Some(n as usize))
+}
+
+/// `submit(f, a1..a6)`, `map`, `shutdown`, printing and identity for one executor type.
+fn register_exec<E: Exec>(engine: &mut Engine) {
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic|
      -> RtResult<Future> {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![])
     });
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic,
                             a: Dynamic|
      -> RtResult<Future> {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![a])
     });
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic,
                             a: Dynamic,
                             b: Dynamic|
@@ -70,7 +119,7 @@ pub fn register(engine: &mut Engine) {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![a, b])
     });
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic,
                             a: Dynamic,
                             b: Dynamic,
@@ -79,7 +128,7 @@ pub fn register(engine: &mut Engine) {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![a, b, c])
     });
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic,
                             a: Dynamic,
                             b: Dynamic,
@@ -89,7 +138,7 @@ pub fn register(engine: &mut Engine) {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![a, b, c, d])
     });
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic,
                             a: Dynamic,
                             b: Dynamic,
@@ -100,7 +149,7 @@ pub fn register(engine: &mut Engine) {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![a, b, c, d, g])
     });
     reg!(engine, "submit", |ctx: NativeCallContext,
-                            e: &mut Executor,
+                            e: &mut E,
                             f: Dynamic,
                             a: Dynamic,
                             b: Dynamic,
@@ -112,7 +161,7 @@ pub fn register(engine: &mut Engine) {
         e.submit(&ctx, api::func_of(&f, "fn")?, vec![a, b, c, d, g, h])
     });
     reg!(engine, "map", |ctx: NativeCallContext,
-                         e: &mut Executor,
+                         e: &mut E,
                          f: Dynamic,
                          xs: Dynamic|
      -> RtResult<Dynamic> {
@@ -125,7 +174,7 @@ pub fn register(engine: &mut Engine) {
         )
     });
     reg!(engine, "map", |ctx: NativeCallContext,
-                         e: &mut Executor,
+                         e: &mut E,
                          f: Dynamic,
                          xs: Dynamic,
                          o: Map|
@@ -152,22 +201,58 @@ pub fn register(engine: &mut Engine) {
         )
     });
     reg!(engine, "shutdown", |ctx: NativeCallContext,
-                              e: &mut Executor|
+                              e: &mut E|
      -> RtResult<()> {
         e.shutdown(&ctx, true)
     });
     reg!(engine, "shutdown", |ctx: NativeCallContext,
-                              e: &mut Executor,
+                              e: &mut E,
                               wait: bool|
      -> RtResult<()> {
         e.shutdown(&ctx, wait)
     });
-    reg!(engine, "to_string", |_e: &mut Executor| {
-        "<ProcessPoolExecutor>".to_string()
+    reg!(engine, "to_string", |_e: &mut E| format!("<{}>", E::NAME));
+    reg!(engine, "to_debug", |_e: &mut E| format!("<{}>", E::NAME));
+}
+
+/// Registers the types and functions.
+pub fn register(engine: &mut Engine) {
+    engine.register_type_with_name::<Executor>("ProcessPoolExecutor");
+    engine.register_type_with_name::<ThreadPoolExecutor>("ThreadPoolExecutor");
+    engine.register_type_with_name::<Future>("Future");
+    engine.register_type_with_name::<AsCompleted>("AsCompleted");
+    engine.register_iterator_result::<AsCompleted, Future>();
+
+    reg!(engine, "ProcessPoolExecutor", |ctx: NativeCallContext| {
+        Executor::new(&ctx, None)
     });
-    reg!(engine, "to_debug", |_e: &mut Executor| {
-        "<ProcessPoolExecutor>".to_string()
+    reg!(engine, "ProcessPoolExecutor", |ctx: NativeCallContext,
+                                         n: Dynamic|
+     -> RtResult<Executor> {
+        Executor::new(&ctx, workers_arg(&n)?)
     });
+    reg!(engine, "ThreadPoolExecutor", || ThreadPoolExecutor::new(
+        None
+    ));
+    reg!(engine, "ThreadPoolExecutor", |n: Dynamic| -> RtResult<
+        ThreadPoolExecutor,
+    > {
+        ThreadPoolExecutor::new(workers_arg(&n)?)
+    });
+    register_exec::<Executor>(engine);
+    register_exec::<ThreadPoolExecutor>(engine);
+    reg!(engine, "==", |a: Executor, b: Executor| a == b);
+    reg!(engine, "!=", |a: Executor, b: Executor| a != b);
+    reg!(
+        engine,
+        "==",
+        |a: ThreadPoolExecutor, b: ThreadPoolExecutor| a == b
+    );
+    reg!(
+        engine,
+        "!=",
+        |a: ThreadPoolExecutor, b: ThreadPoolExecutor| a != b
+    );
 
     reg!(engine, "result", |ctx: NativeCallContext,
                             f: &mut Future|
@@ -202,19 +287,15 @@ pub fn register(engine: &mut Engine) {
     reg!(engine, "cancel", |ctx: NativeCallContext,
                             f: &mut Future|
      -> RtResult<bool> { f.cancel(&ctx) });
-    reg!(engine, "cancelled", |f: &mut Future| f
-        .0
-        .job
-        .data()
-        .cancelled);
+    reg!(engine, "cancelled", |f: &mut Future| f.cancelled());
     reg!(engine, "add_done_callback", |ctx: NativeCallContext,
                                        f: &mut Future,
                                        cb: Dynamic|
      -> RtResult<()> {
         f.add_done_callback(&ctx, api::func_of(&cb, "fn")?)
     });
-    reg!(engine, "to_string", |f: &mut Future| future_repr(f));
-    reg!(engine, "to_debug", |f: &mut Future| future_repr(f));
+    reg!(engine, "to_string", |f: &mut Future| f.repr());
+    reg!(engine, "to_debug", |f: &mut Future| f.repr());
     reg!(engine, "==", |a: Future, b: Future| a == b);
     reg!(engine, "!=", |a: Future, b: Future| a != b);
 
@@ -256,22 +337,4 @@ pub fn register(engine: &mut Engine) {
      -> RtResult<Map> {
         futures::wait(&ctx, futures_of(&fs)?, waiting::timeout_arg(&t)?, when)
     });
-}
-
-fn future_repr(f: &Future) -> String {
-    let d = f.0.job.data();
-    let state = if d.cancelled {
-        "cancelled"
-    } else if d.received == d.results.len() {
-        if d.first_error().is_some() {
-            "finished raised"
-        } else {
-            "finished"
-        }
-    } else if d.running {
-        "running"
-    } else {
-        "pending"
-    };
-    format!("<Future state={state}>")
 }

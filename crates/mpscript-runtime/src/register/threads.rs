@@ -6,7 +6,7 @@
 //! one generic function so that both have every thread method, as `Timer` subclasses `Thread`
 //! in CPython.
 
-use crate::errors::{type_error, RtResult};
+use crate::errors::RtResult;
 use crate::threads::{self, LocalQueue, QueueKind, Thread};
 use crate::{reg, reg_get, reg_set, waiting};
 use rhai::{Array, Dynamic, Engine, NativeCallContext, Variant, INT};
@@ -84,6 +84,7 @@ fn register_thread_like<T: AsThread>(engine: &mut Engine) {
 mod build {
     //! Constructors, in the build with threads.
     use super::*;
+    use crate::errors::type_error;
     use crate::threads::thread::Work;
     use crate::threads::Kind;
     use rhai::{FnPtr, Map};

@@ -33,6 +33,7 @@
 //! returns; the fork start method refuses while it is not zero. The runtime itself never
 //! starts a thread: only the script does.
 
+pub mod executor;
 pub mod notify;
 pub mod queue;
 pub mod thread;
@@ -62,14 +63,17 @@ pub fn next_name() -> String {
     format!("Thread-{}", COUNTER.fetch_add(1, Ordering::SeqCst) + 1)
 }
 
+#[cfg_attr(not(feature = "threads"), allow(dead_code))] // only threads use it
 pub(crate) fn register_active(t: &Thread) {
     active().push(t.clone());
 }
 
+#[cfg_attr(not(feature = "threads"), allow(dead_code))] // only threads use it
 pub(crate) fn unregister_active(t: &Thread) {
     active().retain(|x| x != t);
 }
 
+#[cfg_attr(not(feature = "threads"), allow(dead_code))] // only threads use it
 pub(crate) fn set_current(t: Option<Thread>) {
     CURRENT.with(|c| *c.borrow_mut() = t);
 }
@@ -112,6 +116,9 @@ pub fn enumerate() -> Vec<Thread> {
 /// The end of a script (CPython's `threading._shutdown`): the main thread counts as stopped,
 /// then every non-daemon thread is joined. Ctrl-C ends the wait with `KeyboardInterrupt`.
 pub fn join_at_exit() -> RtResult<()> {
+    // Executor workers are non-daemon threads that idle until told: tell them (CPython's
+    // `threading._register_atexit` hook of concurrent.futures), they drain their queues.
+    executor::stop_all();
     let me = current_thread();
     if me == main_thread() {
         me.0.stage.set(thread::DONE);

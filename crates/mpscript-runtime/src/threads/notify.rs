@@ -24,6 +24,13 @@ pub struct Notifier {
 }
 
 impl Notifier {
+    /// A counter at epoch 0 (usable in a `static`).
+    pub const fn new() -> Notifier {
+        Notifier {
+            seq: AtomicU32::new(0),
+        }
+    }
+
     /// The current epoch: read it under the condition's mutex, before waiting.
     pub fn epoch(&self) -> u32 {
         self.seq.load(Ordering::SeqCst)
@@ -33,6 +40,12 @@ impl Notifier {
     pub fn notify_all(&self) {
         self.seq.fetch_add(1, Ordering::SeqCst);
         futex_wake(&self.seq, i32::MAX as u32);
+    }
+
+    /// Wakes one waiter (a work queue handing out one item: any idle worker will do).
+    pub fn notify_one(&self) {
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        futex_wake(&self.seq, 1);
     }
 
     /// Waits until the epoch moves on from `epoch`, the deadline passes, or a signal arrives

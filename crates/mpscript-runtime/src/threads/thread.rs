@@ -234,16 +234,7 @@ impl Thread {
     /// `start()`: runs the target in a new OS thread, in parallel with this one.
     #[cfg(feature = "threads")]
     pub fn start(&self, ctx: &rhai::NativeCallContext) -> RtResult<()> {
-        use crate::process::fork::OTHER_SCRIPT_THREADS;
-        use std::sync::atomic::Ordering;
-
-        let engine = crate::runtime_engine().ok_or_else(|| {
-            mp_err(
-                ErrorKind::RuntimeError,
-                "threads need an engine that outlives them: run scripts through \
-                 mpscript_runtime::Runtime::new(engine), not a bare register()",
-            )
-        })?;
+        let engine = crate::runtime_engine().ok_or_else(no_runtime)?;
         let (work, name) = {
             let mut d = self.data();
             if d.started {
@@ -263,6 +254,39 @@ impl Thread {
             (work, d.name.clone())
         };
         let ast = library_of(ctx);
+        let me = self.clone();
+        self.spawn_os(name, Box::new(move || run_target(&me, engine, ast, work)))
+    }
+
+    /// Starts a thread whose body is Rust code rather than a script target (a
+    /// ThreadPoolExecutor worker): it is a script thread in every other way (registry,
+    /// `OTHER_SCRIPT_THREADS`, SIGINT blocked, `current_thread()`).
+    #[cfg(feature = "threads")]
+    pub fn start_native(
+        &self,
+        run: Box<dyn FnOnce(&'static rhai::Engine) + Send + 'static>,
+    ) -> RtResult<()> {
+        let engine = crate::runtime_engine().ok_or_else(no_runtime)?;
+        let name = {
+            let mut d = self.data();
+            if d.started {
+                return Err(mp_err(
+                    ErrorKind::RuntimeError,
+                    "threads can only be started once",
+                ));
+            }
+            d.started = true;
+            d.name.clone()
+        };
+        self.spawn_os(name, Box::new(move || run(engine)))
+    }
+
+    /// The OS thread of a started handle, running `run` between the thread's start-up and its
+    /// end guard; returns once the thread runs.
+    #[cfg(feature = "threads")]
+    fn spawn_os(&self, name: String, run: Box<dyn FnOnce() + Send + 'static>) -> RtResult<()> {
+        use crate::process::fork::OTHER_SCRIPT_THREADS;
+        use std::sync::atomic::Ordering;
         super::register_active(self);
         OTHER_SCRIPT_THREADS.fetch_add(1, Ordering::SeqCst);
         let me = self.clone();
@@ -270,7 +294,7 @@ impl Thread {
             std::thread::Builder::new()
                 .name(name)
                 .stack_size(STACK_SIZE)
-                .spawn(move || body(me, engine, ast, work))
+                .spawn(move || body(me, run))
         });
         match spawned {
             Ok(handle) => {
@@ -299,14 +323,23 @@ impl Thread {
     }
 }
 
+/// The error of `start()` when no `Runtime` leaked an engine for threads to share.
+#[cfg(feature = "threads")]
+fn no_runtime() -> Box<rhai::EvalAltResult> {
+    mp_err(
+        ErrorKind::RuntimeError,
+        "threads need an engine that outlives them: run scripts through \
+         mpscript_runtime::Runtime::new(engine), not a bare register()",
+    )
+}
+
 /// Stack of a script thread: as the main thread's default, since scripts recurse as deep there
 /// (only address space is reserved).
 #[cfg(feature = "threads")]
 const STACK_SIZE: usize = 8 << 20;
 
 /// The caller's script functions as an AST a thread can call into.
-#[cfg(feature = "threads")]
-fn library_of(ctx: &rhai::NativeCallContext) -> rhai::AST {
+pub(crate) fn library_of(ctx: &rhai::NativeCallContext) -> rhai::AST {
     let mut libs = ctx.namespaces().iter();
     let Some(first) = libs.next() else {
         return rhai::AST::empty();
@@ -324,8 +357,7 @@ fn library_of(ctx: &rhai::NativeCallContext) -> rhai::AST {
 /// whole call, so a thread blocked in `q.get()` on a shared cell would make every other thread
 /// touching `q` fail with "Data race detected". Plain captured values (numbers, strings,
 /// arrays, maps) stay shared, as API.md promises. Nested closures are treated the same way.
-#[cfg(feature = "threads")]
-fn private_handles(f: &rhai::FnPtr) -> rhai::FnPtr {
+pub(crate) fn private_handles(f: &rhai::FnPtr) -> rhai::FnPtr {
     let mut f = f.clone();
     for v in f.iter_curry_mut() {
         *v = private_value(v);
@@ -333,7 +365,6 @@ fn private_handles(f: &rhai::FnPtr) -> rhai::FnPtr {
     f
 }
 
-#[cfg(feature = "threads")]
 fn private_value(v: &rhai::Dynamic) -> rhai::Dynamic {
     let inner = if v.is_shared() {
         v.flatten_clone()
@@ -384,13 +415,13 @@ impl Drop for EndGuard {
 
 /// What the OS thread does.
 #[cfg(feature = "threads")]
-fn body(me: Thread, engine: &'static rhai::Engine, ast: rhai::AST, work: Option<Work>) {
+fn body(me: Thread, run: Box<dyn FnOnce() + Send + 'static>) {
     crate::signals::mark_script_thread();
     super::set_current(Some(me.clone()));
     me.data().native_id = Some(nix::unistd::gettid().as_raw() as i64);
     let _end = EndGuard(me.clone());
     me.0.stage.set(RUNNING);
-    run_target(&me, engine, ast, work);
+    run();
 }
 
 /// Waits out a Timer, runs the target, and reports an uncaught error as CPython does
