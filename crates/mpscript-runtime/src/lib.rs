@@ -16,7 +16,9 @@
 //! Module map (one concept per module, as CPython's `Lib/multiprocessing/`):
 //! - [`errors`]: every error kind, built in one place; `KIND: message` reports.
 //! - [`wire`]: the encoding of sendable values (hand codec; postcard for control messages).
-//! - [`process`]: `Process`, identity and children; [`process::fork`] is the start method.
+//! - [`process`]: `Process`, identity and children; [`process::fork`] and [`process::spawn`]
+//!   are the start methods.
+//! - [`context`]: `set_start_method`, `get_context`: which start method constructors use.
 //! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
 //! - [`program`]: the running script's source units and exit status.
 //! - [`session`]: an incremental program for the REPL (persistent scope, function-only AST).
@@ -36,6 +38,7 @@
 #![deny(missing_docs)]
 
 pub mod connection;
+pub mod context;
 pub mod errors;
 pub mod futures;
 pub mod hygiene;
@@ -68,7 +71,28 @@ pub fn register(engine: &mut Engine) {
     register::register_all(engine);
 }
 
+pub use context::StartMethod;
 pub use wire::register_sendable;
+
+/// The spawned-worker entry point: call it first thing in `main`. When this process was
+/// started by the `spawn` start method it runs the work it is given and exits (it never
+/// returns); otherwise it returns at once. It builds its engine with [`new_engine`]; a host
+/// that registers its own functions or types uses [`worker_main_with`].
+pub fn worker_main() {
+    process::spawn::worker_entry(new_engine);
+}
+
+/// As [`worker_main`], with the host's own engine (built as the host builds it for its
+/// scripts, so spawned workers have the same functions and types).
+pub fn worker_main_with(make_engine: impl FnOnce() -> Engine) {
+    process::spawn::worker_entry(make_engine);
+}
+
+/// Chooses the start method of this process (`set_start_method` for a host; a script may
+/// still call `set_start_method(..., true)`).
+pub fn set_start_method(method: StartMethod) {
+    context::inherit_start_method(method);
+}
 
 /// A new engine with the whole API, a fixed hashing seed, Ctrl-C checks, and a `print` that
 /// writes straight to stdout (flushed per line, so forks never duplicate output, and a closed

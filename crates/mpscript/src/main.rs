@@ -35,6 +35,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A process started by the spawn start method runs its work here and never returns.
+    mpscript_runtime::worker_main();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -139,7 +139,8 @@ pub fn recv_some(
     fds: &mut Vec<OwnedFd>,
     flags: i32,
 ) -> Result<usize, Errno> {
-    let mut cbuf = [0u8; 64 + MAX_FDS * 4];
+    // u64 words: the kernel's cmsghdr is 8-byte aligned, and so must our buffer be.
+    let mut cbuf = [0u64; (64 + MAX_FDS * 4).div_ceil(8)];
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
         iov_len: buf.len(),
@@ -149,7 +150,7 @@ pub fn recv_some(
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
     msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = cbuf.len() as _;
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
     // SAFETY: a valid msghdr; MSG_CMSG_CLOEXEC so received fds never leak into exec'd children.
     let r = unsafe { libc::recvmsg(fd, &mut msg, flags | libc::MSG_CMSG_CLOEXEC) };
     if r < 0 {
