@@ -9,3 +9,5 @@ mod cli;
 mod process;
 // The interactive REPL through a pseudo-terminal.
 mod repl;
+// The spawn start method: start failures, parent death, threads.
+mod spawn;

@@ -80,6 +80,9 @@ pub struct Scheduler {
     pub method: crate::context::StartMethod,
     /// The script's global constants when the pool was made (for spawned workers).
     pub constants: rhai::Map,
+    /// The thread that made the pool: only its waits service the pool in the background
+    /// (another thread's wait would consume results its own waiters then never hear of).
+    owner_thread: std::thread::ThreadId,
 }
 
 impl Scheduler {
@@ -102,6 +105,7 @@ impl Scheduler {
             background: None,
             method: crate::context::StartMethod::Fork,
             constants: rhai::Map::new(),
+            owner_thread: std::thread::current().id(),
         }
     }
 
@@ -743,21 +747,28 @@ pub fn wait_until(
 /// The pool as a background source: serviced whenever any runtime call waits.
 pub struct BackgroundPool(pub Weak<Mutex<Scheduler>>);
 
+impl BackgroundPool {
+    /// The scheduler, if it is alive and was made by the calling thread.
+    fn mine(&self) -> Option<Arc<Mutex<Scheduler>>> {
+        let s = self.0.upgrade()?;
+        let owner = super::lock(&s).owner_thread;
+        (owner == std::thread::current().id()).then_some(s)
+    }
+}
+
 impl crate::waiting::Background for BackgroundPool {
     fn fds(&self) -> Vec<RawFd> {
-        self.0
-            .upgrade()
+        self.mine()
             .map(|s| super::lock(&s).wait_fds())
             .unwrap_or_default()
     }
     fn write_fds(&self) -> Vec<RawFd> {
-        self.0
-            .upgrade()
+        self.mine()
             .map(|s| super::lock(&s).write_fds())
             .unwrap_or_default()
     }
     fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
-        match self.0.upgrade() {
+        match self.mine() {
             Some(s) => service(&s, ctx),
             None => Ok(()),
         }
