@@ -13,3 +13,5 @@ mod listener;
 mod repl;
 // The tutorial's snippets and outputs are the scripts' own (docs/tutorial.md).
 mod tutorial_doc;
+// The spawn start method: start failures, parent death, threads.
+mod spawn;

@@ -14,6 +14,11 @@
 //! - `NAME.stdin`: the script's standard input.
 //!
 //! `MPSCRIPT_SCRIPTS=substring` runs only the scripts whose path contains it.
+//!
+//! The scripts of [`SPAWN_SETS`] (processes, queues, synchronisation, shared memory, pools,
+//! the tutorial's multiprocessing seeds) run a second time under the spawn start method
+//! (`MPSCRIPT_START_METHOD=spawn`), as trials named `spawn::PATH`: what works under fork must
+//! work under spawn, with the same output.
 
 mod common;
 
@@ -151,7 +156,23 @@ fn side(script: &Path, ext: &str) -> Option<String> {
     std::fs::read_to_string(script.with_extension(ext)).ok()
 }
 
-fn run_script(script: &Path) -> Result<(), Failed> {
+/// Script paths (prefixes under `scripts/`) that also run under the spawn start method.
+const SPAWN_SETS: &[&str] = &[
+    "cpython/process/",
+    "cpython/synchronize/",
+    "cpython/sharedmem/",
+    "cpython/pool/",
+    "pool/",
+    "sync/",
+    "errors/",
+    "tutorial/000_",
+    "tutorial/001_",
+    "tutorial/002_",
+    "tutorial/003_",
+    "tutorial/004_",
+];
+
+fn run_script(script: &Path, spawn: bool) -> Result<(), Failed> {
     let expected = side(script, "out").ok_or("no NAME.out file beside the script")?;
     let status: i32 = side(script, "status")
         .map(|s| s.trim().parse().expect("NAME.status holds an integer"))
@@ -162,7 +183,12 @@ fn run_script(script: &Path) -> Result<(), Failed> {
     let file = script.file_name().unwrap().to_string_lossy().into_owned();
     let mut argv: Vec<&str> = vec![&file];
     argv.extend(args_text.lines());
-    let run = common::run(&argv, &stdin, Some(dir), Duration::from_secs(120));
+    let env: &[(&str, &str)] = if spawn {
+        &[("MPSCRIPT_START_METHOD", "spawn")]
+    } else {
+        &[]
+    };
+    let run = common::run_env(&argv, &stdin, Some(dir), Duration::from_secs(120), env);
     let context = || {
         format!(
             "\n--- stdout ---\n{}--- stderr ---\n{}",
@@ -199,13 +225,18 @@ fn main() {
     let trials = scripts
         .into_iter()
         .filter(|p| p.to_string_lossy().contains(&only))
-        .map(|p| {
+        .flat_map(|p| {
             let name = p
                 .strip_prefix(&base)
                 .unwrap_or(&p)
                 .to_string_lossy()
                 .into_owned();
-            Trial::test(name, move || run_script(&p))
+            let spawn = SPAWN_SETS.iter().any(|s| name.starts_with(s));
+            let q = p.clone();
+            let fork_trial = Trial::test(name.clone(), move || run_script(&p, false));
+            let spawn_trial =
+                spawn.then(|| Trial::test(format!("spawn::{name}"), move || run_script(&q, true)));
+            std::iter::once(fork_trial).chain(spawn_trial)
         })
         .chain(std::iter::once(Trial::test(
             "harness::pattern_syntax",

@@ -32,6 +32,17 @@ static SEQ: AtomicUsize = AtomicUsize::new(0);
 /// Runs `mpscript ARGS` with `stdin` as input, within `limit`; fails the test on a timeout or
 /// on any leftover process. The binary itself checks for leaked children and fds (status 99).
 pub fn run(args: &[&str], stdin: &str, dir: Option<&Path>, limit: Duration) -> Run {
+    run_env(args, stdin, dir, limit, &[])
+}
+
+/// As [`run`], with extra environment variables (e.g. `MPSCRIPT_START_METHOD=spawn`).
+pub fn run_env(
+    args: &[&str],
+    stdin: &str,
+    dir: Option<&Path>,
+    limit: Duration,
+    env: &[(&str, &str)],
+) -> Run {
     let tag = format!(
         "{}-{}-{}",
         std::process::id(),
@@ -50,6 +61,9 @@ pub fn run(args: &[&str], stdin: &str, dir: Option<&Path>, limit: Duration) -> R
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     if let Some(d) = dir {
         cmd.current_dir(d);
     }

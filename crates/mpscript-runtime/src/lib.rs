@@ -16,7 +16,9 @@
 //! Module map (one concept per module, as CPython's `Lib/multiprocessing/`):
 //! - [`errors`]: every error kind, built in one place; `KIND: message` reports.
 //! - [`wire`]: the encoding of sendable values (hand codec; postcard for control messages).
-//! - [`process`]: `Process`, identity and children; [`process::fork`] is the start method.
+//! - [`process`]: `Process`, identity and children; [`process::fork`] and [`process::spawn`]
+//!   are the start methods.
+//! - [`context`]: `set_start_method`, `get_context`: which start method constructors use.
 //! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
 //! - [`program`]: the running script's source units and exit status.
 //! - [`session`]: an incremental program for the REPL (persistent scope, function-only AST).
@@ -41,6 +43,7 @@
 #![cfg_attr(not(feature = "threads"), allow(clippy::arc_with_non_send_sync))]
 
 pub mod connection;
+pub mod context;
 pub mod errors;
 pub mod futures;
 pub mod global;
@@ -75,7 +78,76 @@ pub fn register(engine: &mut Engine) {
     register::register_all(engine);
 }
 
+pub use context::StartMethod;
+
+/// Host types (API.md "Embedding"): a type the host registers travels between processes only
+/// if registered with `register_sendable` (through its serde impls); any other raises
+/// `SendError` in the sender, naming the type and where it was found.
+///
+/// ```
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
+/// struct Ticket { id: i64 }
+/// #[derive(Clone)]
+/// struct DbHandle;
+///
+/// let mut engine = mpscript_runtime::new_engine();
+/// mpscript_runtime::register_sendable::<Ticket>(&mut engine, "Ticket");
+/// engine.register_fn("ticket", |id: i64| Ticket { id });
+/// engine.register_get("id", |t: &mut Ticket| t.id);
+/// engine.register_type_with_name::<DbHandle>("DbHandle");
+/// engine.register_fn("db", || DbHandle);
+/// let rt = mpscript_runtime::Runtime::new(engine);
+///
+/// let script = r#"
+///     let q = Queue();
+///     let p = Process(|q| q.put(ticket(7)), [q]);
+///     p.start();
+///     if q.get().id != 7 { exit(3) }
+///     p.join();
+///     try { q.put([1, db()]); exit(4) } catch (e) {
+///         if e.error != "SendError" || e.message != "cannot send item[1]: DbHandle" { exit(5) }
+///     }
+/// "#;
+/// assert_eq!(rt.run_source("<doc>", script, vec![]).unwrap(), 0);
+/// ```
 pub use wire::register_sendable;
+
+/// The spawned-worker entry point: call it first thing in `main`. When this process was
+/// started by the `spawn` start method it runs the work it is given and exits (it never
+/// returns); otherwise it returns at once. It builds its engine with [`new_engine`]; a host
+/// that registers its own functions or types uses [`worker_main_with`].
+///
+/// The three lines a host needs (this example really spawns: the child is this very program,
+/// which becomes a worker in its first line):
+///
+/// ```
+/// mpscript_runtime::worker_main();
+/// mpscript_runtime::set_start_method(mpscript_runtime::StartMethod::Spawn);
+/// let rt = mpscript_runtime::Runtime::new(mpscript_runtime::new_engine());
+///
+/// let script = "let q = Queue();
+///               let p = Process(|q| q.put(6 * 7), [q]);
+///               p.start();
+///               if q.get() != 42 { exit(3) }
+///               p.join();
+///               exit(p.exitcode)";
+/// assert_eq!(rt.run_source("<doc>", script, vec![]).unwrap(), 0);
+/// ```
+pub fn worker_main() {
+    process::spawn::worker_entry(new_engine);
+}
+
+/// As [`worker_main`], with the host's own engine (built as the host builds it for its
+/// scripts, so spawned workers have the same functions and types).
+pub fn worker_main_with(make_engine: impl FnOnce() -> Engine) {
+    process::spawn::worker_entry(make_engine);
+}
+
+/// Chooses the start method of this process (`set_start_method` for a host; a script may
+/// still call `set_start_method(..., true)`).
+pub fn set_start_method(method: StartMethod) {
+    context::inherit_start_method(method);
+}
 
 /// A new engine with the whole API, a fixed hashing seed, Ctrl-C checks, and a `print` that
 /// writes straight to stdout (flushed per line, so forks never duplicate output, and a closed
@@ -179,6 +251,64 @@ impl Runtime {
                 self.engine.run_ast_with_scope(&mut scope, &ast)
             });
         self.finish(result)
+    }
+
+    /// Compiles a script for [`Runtime::call_fn`] without running its top level, and records
+    /// it as the program spawned workers load (the REPL-less way a host with threads uses
+    /// scripts: compile once, call functions from any thread).
+    ///
+    /// ```
+    /// let rt: &'static _ = Box::leak(Box::new(mpscript_runtime::Runtime::new(
+    ///     mpscript_runtime::new_engine(),
+    /// )));
+    /// let ast = rt
+    ///     .compile("jobs.rhai", "fn square_all(n) { let p = Pool(2); let r = p.map(|x| x * x, 0..n); p.terminate(); r }")
+    ///     .unwrap();
+    /// let ast: &'static rhai::AST = Box::leak(Box::new(ast));
+    /// let t = std::thread::spawn(move || rt.call_fn(ast, "square_all", (3_i64,)).unwrap());
+    /// let r = t.join().unwrap().into_typed_array::<i64>().unwrap();
+    /// assert_eq!(r, vec![0, 1, 4]);
+    /// ```
+    pub fn compile(&self, name: &str, source: &str) -> Result<rhai::AST, ScriptError> {
+        let body = strip_shebang(source);
+        let mut ast = self.engine.compile(body).map_err(|e| {
+            let e = EvalAltResult::from(e);
+            let d = errors::describe(&e);
+            ScriptError {
+                status: 1,
+                kind: d.kind,
+                report: errors::render(&e, name, body),
+            }
+        })?;
+        program::add_unit(name, body);
+        ast.set_source(name);
+        Ok(ast)
+    }
+
+    /// Calls the script function `name` of `ast` (from [`Runtime::compile`]) with `args`; any
+    /// number of threads may call at once. The top level is not run, so the function sees no
+    /// global constants; processes and pools it starts end with it, as values do.
+    pub fn call_fn(
+        &self,
+        ast: &rhai::AST,
+        name: &str,
+        args: impl rhai::FuncArgs,
+    ) -> Result<Dynamic, ScriptError> {
+        let options = rhai::CallFnOptions::new().eval_ast(false);
+        self.engine
+            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, name, args)
+            .map_err(|e| {
+                let d = errors::describe(&e);
+                ScriptError {
+                    status: if d.kind == "KeyboardInterrupt" {
+                        130
+                    } else {
+                        1
+                    },
+                    kind: d.kind,
+                    report: program::render_error(&e),
+                }
+            })
     }
 
     fn finish(&self, result: Result<(), Box<EvalAltResult>>) -> Result<i32, ScriptError> {

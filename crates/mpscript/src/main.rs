@@ -35,6 +35,8 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
+    // A process started by the spawn start method runs its work here and never returns.
+    mpscript_runtime::worker_main();
     // A bug in the runtime must not show a Rust backtrace: one line, and status 70.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("mpscript: internal error (please report it): {info}");

@@ -16,6 +16,10 @@
 //!   with a parent writing tasks.
 //! - **Functions**: a forked worker has the whole script; REPL definitions made later travel
 //!   as source units and are replayed in the worker (see [`worker`]).
+//! - **Start methods**: under spawn (or to replace a worker while script threads run, when
+//!   the parent may not fork) a worker is a fresh interpreter given the program's source
+//!   units and the constants (see [`crate::process::spawn`]); it then serves the same socket
+//!   protocol.
 
 pub mod api;
 pub mod progress;
@@ -105,16 +109,26 @@ impl Pool {
         if opts.maxtasksperchild == Some(0) {
             return Err(value_error("maxtasksperchild must be a positive int or ()"));
         }
-        crate::process::fork::check_fork_allowed()?;
+        let method = crate::context::effective();
+        if method == crate::context::StartMethod::Fork {
+            crate::process::fork::check_fork_allowed()?;
+        }
         crate::process::fork::at_fork_child(sched::forget_all);
         crate::process::fork::at_exit(sched::terminate_all);
         if let Some(f) = &opts.initializer {
             crate::wire::check_sendable(&Dynamic::from(f.clone()), "initializer")?;
             crate::wire::check_sendable(&Dynamic::from_array(opts.initargs.clone()), "initargs")?;
         }
+        // Spawned workers (and replacements spawned while threads run) get the constants.
+        let consts = crate::process::spawn::constants_of(ctx);
+        if method == crate::context::StartMethod::Spawn {
+            crate::process::spawn::check_constants(&consts)?;
+        }
         let sched = Arc::new(Mutex::new(sched::Scheduler::new(processes, opts, on_death)));
         {
             let mut s = lock(&sched);
+            s.method = method;
+            s.constants = consts;
             s.detached = crate::runtime_engine()
                 .map(|e| (e, worker::library_of(ctx), crate::program::unit_count()));
             for _ in 0..processes {

@@ -1,5 +1,5 @@
 //! The pool's scheduler: which chunk goes to which worker, reading results, noticing deaths,
-//! forking replacements, and queuing callbacks. It runs only inside runtime calls (see the
+//! starting replacements, and queuing callbacks. It runs only inside runtime calls (see the
 //! module docs of [`crate::pool`]); nothing here blocks except [`wait_until`], and that in the
 //! kernel (`poll` on the workers' sockets and pidfds).
 
@@ -76,6 +76,13 @@ pub struct Scheduler {
     pub detached: Option<(&'static rhai::Engine, rhai::AST, usize)>,
     /// This scheduler's registration as a background source (kept alive here).
     pub background: Option<Arc<dyn crate::waiting::Background>>,
+    /// How workers start.
+    pub method: crate::context::StartMethod,
+    /// The script's global constants when the pool was made (for spawned workers).
+    pub constants: rhai::Map,
+    /// The thread that made the pool: only its waits service the pool in the background
+    /// (another thread's wait would consume results its own waiters then never hear of).
+    owner_thread: std::thread::ThreadId,
 }
 
 impl Scheduler {
@@ -96,6 +103,9 @@ impl Scheduler {
             owner: nix::unistd::getpid(),
             detached: None,
             background: None,
+            method: crate::context::StartMethod::Fork,
+            constants: rhai::Map::new(),
+            owner_thread: std::thread::current().id(),
         }
     }
 
@@ -125,56 +135,80 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Forks one worker (the caller holds the scheduler lock; the child never touches it).
+    /// Starts one worker (the caller holds the scheduler lock; the child never touches it):
+    /// forked, or spawned under the spawn method or while script threads forbid forking.
     pub fn spawn_worker(&mut self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
-        let (caller, gen) = match (ctx, &self.detached) {
-            (Some(ctx), _) => (
-                super::worker::Caller::Ctx(ctx),
-                crate::program::unit_count(),
-            ),
-            (None, Some((engine, ast, gen))) => {
-                (super::worker::Caller::Detached(engine, ast.clone()), *gen)
-            }
-            (None, None) => return Ok(()), // later, from a call with a context
+        let spawn = self.method == crate::context::StartMethod::Spawn
+            || crate::process::fork::check_fork_allowed().is_err();
+        let prefix = if spawn { "Spawn" } else { "Fork" };
+        let initializer = self
+            .opts
+            .initializer
+            .clone()
+            .map(|f| (f, self.opts.initargs.clone()));
+        let (child, parent_end, gen, handle) = if spawn {
+            let handle = Process::new_child(Work::default());
+            self.name_worker(&handle, prefix);
+            let (init, initargs) = match &initializer {
+                Some((f, a)) => (Dynamic::from(f.clone()), Dynamic::from_array(a.clone())),
+                None => (Dynamic::UNIT, Dynamic::from_array(Array::new())),
+            };
+            let consts = match ctx {
+                Some(ctx) => process::spawn::constants_of(ctx),
+                None => self.constants.clone(),
+            };
+            let l = process::spawn::launch(
+                process::spawn::Role::PoolWorker {
+                    max_tasks: self.opts.maxtasksperchild,
+                },
+                &handle,
+                &consts,
+                vec![init, initargs],
+                self.method,
+            )?;
+            (l.child, l.sock, crate::program::unit_count(), handle)
+        } else {
+            let (caller, gen) = match (ctx, &self.detached) {
+                (Some(ctx), _) => (
+                    super::worker::Caller::Ctx(ctx),
+                    crate::program::unit_count(),
+                ),
+                (None, Some((engine, ast, gen))) => {
+                    (super::worker::Caller::Detached(engine, ast.clone()), *gen)
+                }
+                (None, None) => return Ok(()), // later, from a call with a context
+            };
+            let (parent_end, child_end) = nix::sys::socket::socketpair(
+                nix::sys::socket::AddressFamily::Unix,
+                nix::sys::socket::SockType::Stream,
+                None,
+                nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| crate::errors::os_error(e, "socketpair"))?;
+            let handle = Process::new_child(Work::default());
+            self.name_worker(&handle, prefix);
+            let setup = super::worker::WorkerSetup {
+                sock: child_end,
+                initializer,
+                max_tasks: self.opts.maxtasksperchild,
+            };
+            let parent_fd = parent_end.as_raw_fd();
+            let child_handle = handle.clone();
+            let child = process::fork::fork_child(
+                || {
+                    // SAFETY: closing our copy of the parent's end; nothing else uses it here.
+                    unsafe { libc::close(parent_fd) };
+                    child_handle.data().state = process::State::Started {
+                        pid: nix::unistd::getpid(),
+                        pidfd: process::run::self_pidfd(),
+                        creator: nix::unistd::getppid(),
+                    };
+                    process::become_child(&child_handle);
+                },
+                move || super::worker::serve(caller, setup),
+            )?;
+            (child, parent_end, gen, handle)
         };
-        let (parent_end, child_end) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| crate::errors::os_error(e, "socketpair"))?;
-        let handle = Process::new_child(Work::default());
-        let n = handle.data().identity.last().copied().unwrap_or(0);
-        handle.data().name = match self.on_death {
-            OnDeath::Replace => format!("ForkPoolWorker-{n}"),
-            OnDeath::Break => format!("ForkProcess-{n}"),
-        };
-        let setup = super::worker::WorkerSetup {
-            sock: child_end,
-            initializer: self
-                .opts
-                .initializer
-                .clone()
-                .map(|f| (f, self.opts.initargs.clone())),
-            max_tasks: self.opts.maxtasksperchild,
-        };
-        let parent_fd = parent_end.as_raw_fd();
-        let child_handle = handle.clone();
-        let child = process::fork::fork_child(
-            || {
-                // SAFETY: closing our copy of the parent's end; nothing else uses it here.
-                unsafe { libc::close(parent_fd) };
-                child_handle.data().state = process::State::Started {
-                    pid: nix::unistd::getpid(),
-                    pidfd: process::run::self_pidfd(),
-                    creator: nix::unistd::getppid(),
-                };
-                process::become_child(&child_handle);
-            },
-            move || super::worker::serve(caller, setup),
-        );
-        let child = child?;
         let pid = child.pid.as_raw();
         let pidfd = child.pidfd.as_raw_fd();
         handle.data().state = process::State::Started {
@@ -202,6 +236,15 @@ impl Scheduler {
             infds: VecDeque::new(),
         });
         Ok(())
+    }
+
+    /// `ForkPoolWorker-N`, `SpawnProcess-N`... as CPython names them.
+    fn name_worker(&self, handle: &Process, prefix: &str) {
+        let n = handle.data().identity.last().copied().unwrap_or(0);
+        handle.data().name = match self.on_death {
+            OnDeath::Replace => format!("{prefix}PoolWorker-{n}"),
+            OnDeath::Break => format!("{prefix}Process-{n}"),
+        };
     }
 
     /// Splits a job's items into chunks and queues them.
@@ -503,30 +546,32 @@ impl Scheduler {
         }
     }
 
-    /// Forks the replacements owed for dead workers (needs a script context). A parent that
-    /// now runs script threads may not fork: with no worker left, what is queued fails with
-    /// that RuntimeError rather than waiting for ever.
+    /// Starts the replacements owed for dead workers (a forked one needs a script context or
+    /// the detached library).
     pub fn replace_workers(&mut self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
         if !self.is_owner() || (ctx.is_none() && self.detached.is_none()) {
             return Ok(());
         }
         while self.missing > 0 {
-            if let Err(e) = crate::process::fork::check_fork_allowed() {
+            // A parent that now runs script threads may not fork: `spawn_worker` then spawns
+            // the replacement (fork + exec at once). If that fails, with no worker left, what
+            // is queued fails with the error rather than waiting for ever.
+            if let Err(e) = self.spawn_worker(ctx) {
                 self.missing = 0;
                 if self.workers.is_empty() {
-                    let err = match *e {
-                        rhai::EvalAltResult::ErrorRuntime(v, _) => v,
+                    let err = match &*e {
+                        rhai::EvalAltResult::ErrorRuntime(v, _) => v.clone(),
                         _ => Dynamic::UNIT,
                     };
                     let pending: Vec<Chunk> = self.pending.drain(..).collect();
                     for c in pending {
                         self.fail_chunk(c, err.clone());
                     }
+                    return Ok(()); // the queued tasks carry the error
                 }
-                break;
+                return Err(e);
             }
             self.missing -= 1;
-            self.spawn_worker(ctx)?;
         }
         Ok(())
     }
@@ -707,21 +752,28 @@ pub fn wait_until(
 /// The pool as a background source: serviced whenever any runtime call waits.
 pub struct BackgroundPool(pub Weak<Mutex<Scheduler>>);
 
+impl BackgroundPool {
+    /// The scheduler, if it is alive and was made by the calling thread.
+    fn mine(&self) -> Option<Arc<Mutex<Scheduler>>> {
+        let s = self.0.upgrade()?;
+        let owner = super::lock(&s).owner_thread;
+        (owner == std::thread::current().id()).then_some(s)
+    }
+}
+
 impl crate::waiting::Background for BackgroundPool {
     fn fds(&self) -> Vec<RawFd> {
-        self.0
-            .upgrade()
+        self.mine()
             .map(|s| super::lock(&s).wait_fds())
             .unwrap_or_default()
     }
     fn write_fds(&self) -> Vec<RawFd> {
-        self.0
-            .upgrade()
+        self.mine()
             .map(|s| super::lock(&s).write_fds())
             .unwrap_or_default()
     }
     fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
-        match self.0.upgrade() {
+        match self.mine() {
             Some(s) => service(&s, ctx),
             None => Ok(()),
         }

@@ -6,10 +6,11 @@
 //! changes go through one mutex that is never held while script code runs or across `fork`.
 //! Children are kept in a per-process registry until joined, so `active_children()` can list
 //! and reap them and the end of the main script can join them (and terminate daemons), as
-//! CPython's `_exit_function` does. The start method itself lives in [`fork`].
+//! CPython's `_exit_function` does. The start methods live in [`fork`] and [`spawn`].
 
 pub mod fork;
 pub mod run;
+pub mod spawn;
 
 use crate::errors::{mp_err, os_error, value_error, ErrorKind, RtResult};
 use nix::unistd::Pid;
@@ -60,6 +61,8 @@ pub struct Work {
     pub this: Option<Dynamic>,
     /// `p.run = f` replaces what `run` does.
     pub run: Option<FnPtr>,
+    /// The start method of the context that made it (`None`: the process's, at `start()`).
+    pub method: Option<crate::context::StartMethod>,
 }
 
 /// The mutable part of a process handle.

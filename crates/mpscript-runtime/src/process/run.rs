@@ -35,6 +35,11 @@ pub fn start(ctx: &NativeCallContext, p: &Process) -> RtResult<()> {
             "daemonic processes are not allowed to have children",
         ));
     }
+    let method = work.method.unwrap_or_else(crate::context::start_method);
+    if method == crate::context::StartMethod::Spawn {
+        check_work(ctx, &work)?;
+        return super::spawn::start_process(ctx, p, &work);
+    }
     fork::check_fork_allowed()?;
     check_work(ctx, &work)?;
 
@@ -96,7 +101,7 @@ pub fn run_work(ctx: &NativeCallContext, work: &Work) -> Result<Dynamic, Box<Eva
 }
 
 /// A child's exit code from its work's outcome; prints an uncaught error as CPython does.
-fn exit_code_of(outcome: Result<Dynamic, Box<EvalAltResult>>, me: &Process) -> i32 {
+pub(crate) fn exit_code_of(outcome: Result<Dynamic, Box<EvalAltResult>>, me: &Process) -> i32 {
     match outcome {
         Ok(_) => crate::program::take_exit().unwrap_or(0),
         Err(e) if matches!(*e, EvalAltResult::Exit(..)) => crate::program::take_exit().unwrap_or(0),

@@ -6,6 +6,7 @@
 //! (`getpid()`, `Queue()`) at compile time, whatever optimisation level a host picks.
 
 pub mod connection;
+pub mod context;
 pub mod futures;
 pub mod glue;
 pub mod listener;
@@ -67,4 +68,5 @@ pub fn register_all(engine: &mut Engine) {
     synchronize::register(engine);
     sharedmem::register(engine);
     threads::register(engine);
+    context::register(engine);
 }
