@@ -203,6 +203,7 @@ impl Future {
             return Ok(false);
         }
         d.cancelled = true;
+        crate::pool::results::CANCELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cbs = std::mem::take(&mut d.done_callbacks);
         drop(d);
         for (f, arg) in cbs {

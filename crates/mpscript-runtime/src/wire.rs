@@ -111,13 +111,24 @@ pub fn script_type_name(v: &Dynamic) -> String {
 /// Names the captured variables of a closure: (fn name, capture count) -> names.
 pub type CaptureNamer = dyn Fn(&str, usize) -> Vec<String>;
 
+/// One step of an error path. Kept unformatted, because the path is only read when a value
+/// cannot be sent: formatting `[i]` for every array element cost most of an item's encoding.
+enum Seg {
+    /// Literal text: the root (`args`, `item`) or `capture NAME`.
+    Text(String),
+    /// `[i]`.
+    Index(usize),
+    /// `.key` or `["key"]`.
+    Key(rhai::Identifier),
+}
+
 /// A value being written: the bytes, the fds to pass beside them, and the path for errors.
 pub struct Encoder {
     /// The encoded bytes.
     pub bytes: Vec<u8>,
     /// File descriptors that must travel with the bytes (borrowed from live handles).
     pub fds: Vec<RawFd>,
-    path: Vec<String>,
+    path: Vec<Seg>,
     /// Names of captured variables, for `capture NAME` paths: fn name -> param names.
     capture_names: Option<Box<CaptureNamer>>,
 }
@@ -128,7 +139,7 @@ impl Encoder {
         Self {
             bytes: Vec::with_capacity(64),
             fds: Vec::new(),
-            path: vec![root.to_string()],
+            path: vec![Seg::Text(root.to_string())],
             capture_names: None,
         }
     }
@@ -172,7 +183,16 @@ impl Encoder {
     }
 
     fn path_string(&self) -> String {
-        self.path.concat()
+        let mut out = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Text(t) => out.push_str(t),
+                Seg::Index(i) => out.push_str(&format!("[{i}]")),
+                Seg::Key(k) if is_ident(k) => out.push_str(&format!(".{k}")),
+                Seg::Key(k) => out.push_str(&format!("[{:?}]", k.as_str())),
+            }
+        }
+        out
     }
 
     fn send_error(&self, type_name: &str, why: Option<&str>) -> Box<rhai::EvalAltResult> {
@@ -224,7 +244,7 @@ impl Encoder {
             self.byte(T_ARRAY);
             self.uvar(a.len() as u64);
             for (i, x) in a.iter().enumerate() {
-                self.path.push(format!("[{i}]"));
+                self.path.push(Seg::Index(i));
                 self.value_at(x, depth + 1)?;
                 self.path.pop();
             }
@@ -233,11 +253,7 @@ impl Encoder {
             self.uvar(m.len() as u64);
             for (k, x) in m.iter() {
                 self.raw(k.as_bytes());
-                self.path.push(if is_ident(k) {
-                    format!(".{k}")
-                } else {
-                    format!("[{k:?}]")
-                });
+                self.path.push(Seg::Key(k.clone()));
                 self.value_at(x, depth + 1)?;
                 self.path.pop();
             }
@@ -287,7 +303,8 @@ impl Encoder {
             .unwrap_or_default();
         for (i, c) in curry.iter().enumerate() {
             let label = names.get(i).cloned().unwrap_or_else(|| i.to_string());
-            let saved = std::mem::replace(&mut self.path, vec![format!("capture {label}")]);
+            let saved =
+                std::mem::replace(&mut self.path, vec![Seg::Text(format!("capture {label}"))]);
             let r = self.value_at(c, depth + 1);
             self.path = saved;
             r?;

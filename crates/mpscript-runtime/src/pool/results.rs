@@ -57,6 +57,11 @@ pub struct JobData {
     pub progress: Option<indicatif::ProgressBar>,
 }
 
+/// Bumped by every `Future.cancel()` that cancels, so a scheduler scans its queue for cancelled
+/// chunks only when something was cancelled (scanning it on every service round was quadratic
+/// in the number of queued chunks).
+pub static CANCELS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A shared job.
 #[derive(Clone)]
 pub struct Job(pub Arc<Mutex<JobData>>);

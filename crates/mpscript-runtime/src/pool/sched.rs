@@ -70,6 +70,8 @@ pub struct Scheduler {
     next_chunk: u64,
     callbacks: VecDeque<(Vec<(FnPtr, Dynamic)>, Job)>,
     missing: usize,
+    /// `results::CANCELS` when the queue was last scanned for cancelled chunks.
+    cancels_seen: u64,
     owner: nix::unistd::Pid,
     /// For forking a replacement when no script context is at hand (see `worker::Caller`):
     /// the runtime's engine, the library the pool was made with, and its unit generation.
@@ -100,6 +102,7 @@ impl Scheduler {
             next_chunk: 0,
             callbacks: VecDeque::new(),
             missing: 0,
+            cancels_seen: 0,
             owner: nix::unistd::getpid(),
             detached: None,
             background: None,
@@ -249,22 +252,26 @@ impl Scheduler {
 
     /// Splits a job's items into chunks and queues them.
     pub fn enqueue(&mut self, job: &Job, f: FnPtr, star: bool, items: Array, chunksize: usize) {
+        // Chunks are taken from the front in one pass (splitting the tail off each time
+        // moved the whole remainder per chunk: quadratic with chunksize 1).
         let mut start = 0;
-        let mut rest = items;
-        while !rest.is_empty() {
-            let tail = rest.split_off(chunksize.min(rest.len()));
-            let n = rest.len();
+        let mut rest = items.into_iter();
+        loop {
+            let chunk: Array = rest.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            let n = chunk.len();
             self.pending.push_back(Chunk {
                 id: self.next_chunk,
                 job: job.clone(),
                 start,
                 f: f.clone(),
                 star,
-                items: rest,
+                items: chunk,
             });
             self.next_chunk += 1;
             start += n;
-            rest = tail;
         }
     }
 
@@ -279,8 +286,13 @@ impl Scheduler {
         if self.status == Status::Terminated {
             return Ok(());
         }
-        // Cancelled (executor) chunks never start.
-        self.pending.retain(|c| !c.job.data().cancelled);
+        // Cancelled (executor) chunks never start: dropped here once something was cancelled,
+        // and checked again as each chunk is dealt (a cancel may land between the two).
+        let cancels = super::results::CANCELS.load(std::sync::atomic::Ordering::Relaxed);
+        if cancels != self.cancels_seen {
+            self.cancels_seen = cancels;
+            self.pending.retain(|c| !c.job.data().cancelled);
+        }
         // Deal chunks round-robin to workers with room, so slow tasks spread over every
         // worker; how far ahead a worker may be fed grows with the queue, so floods of tiny
         // tasks travel in batches (one frame each way per batch, not per task).
@@ -307,6 +319,9 @@ impl Scheduler {
             let Some(c) = self.pending.pop_front() else {
                 break;
             };
+            if c.job.data().cancelled {
+                continue;
+            }
             batches[i].push(c);
         }
         for (i, batch) in batches.into_iter().enumerate() {
@@ -450,7 +465,11 @@ impl Scheduler {
             return;
         };
         {
-            let [id, rs] = pair.as_slice() else { return };
+            // Owned, not cloned: a chunk's results are moved into the job as they are.
+            let mut parts = pair.into_iter();
+            let (Some(id), Some(rs), None) = (parts.next(), parts.next(), parts.next()) else {
+                return;
+            };
             let id = id.as_int().unwrap_or(-1) as u64;
             let Some(chunk) = self.inflight.remove(&id) else {
                 return;
@@ -458,16 +477,13 @@ impl Scheduler {
             let w = &mut self.workers[i];
             w.outstanding.retain(|&c| c != id);
             w.out_items = w.out_items.saturating_sub(chunk.items.len());
-            let rs = rs.clone().try_cast::<Array>().unwrap_or_default();
+            let rs = rs.try_cast::<Array>().unwrap_or_default();
             let mut job = chunk.job.data();
             let mut complete = false;
             for (k, r) in rs.into_iter().enumerate() {
-                let entry = r.try_cast::<Array>().unwrap_or_default();
-                let ok = entry
-                    .first()
-                    .and_then(|b| b.as_bool().ok())
-                    .unwrap_or(false);
-                let v = entry.get(1).cloned().unwrap_or_default();
+                let mut entry = r.try_cast::<Array>().unwrap_or_default().into_iter();
+                let ok = entry.next().and_then(|b| b.as_bool().ok()).unwrap_or(false);
+                let v = entry.next().unwrap_or_default();
                 complete |= job.set(chunk.start + k, if ok { Ok(v) } else { Err(v) });
             }
             if complete {
