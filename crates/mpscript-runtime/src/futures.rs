@@ -343,7 +343,7 @@ fn wait_any(
         if let Some(p) = &poller {
             fds.push(p.fd());
         }
-        crate::waiting::wait_fds(ctx, &fds, deadline)?;
+        crate::waiting::wait_fds_or_progress(ctx, &fds, deadline)?;
         if let Some(p) = &poller {
             p.drain();
         }

@@ -122,6 +122,27 @@ pub fn wait_fds(
     fds: &[RawFd],
     deadline: Deadline,
 ) -> RtResult<Vec<usize>> {
+    wait_inner(ctx, fds, deadline, false)
+}
+
+/// Like [`wait_fds`], but also returns (with no fd ready) as soon as a background source was
+/// serviced. For waits on something a background source itself advances (a pool's jobs): the
+/// service may consume the very data whose arrival the caller waits for, so the caller must
+/// re-check its condition instead of polling for readiness that will never come again.
+pub fn wait_fds_or_progress(
+    ctx: Option<&NativeCallContext>,
+    fds: &[RawFd],
+    deadline: Deadline,
+) -> RtResult<Vec<usize>> {
+    wait_inner(ctx, fds, deadline, true)
+}
+
+fn wait_inner(
+    ctx: Option<&NativeCallContext>,
+    fds: &[RawFd],
+    deadline: Deadline,
+    return_on_service: bool,
+) -> RtResult<Vec<usize>> {
     loop {
         signals::check_interrupt()?;
         let bg = live_backgrounds();
@@ -183,13 +204,15 @@ pub fn wait_fds(
             due[j] |= ready[k..k + f.len()].iter().any(|&r| r);
             k += f.len();
         }
+        let mut serviced = false;
         for (b, d) in bg.iter().zip(due) {
             if d {
                 b.service(ctx)?;
+                serviced = true;
             }
         }
         let mine: Vec<usize> = (0..fds.len()).filter(|&i| ready[i]).collect();
-        if !mine.is_empty() || deadline.passed() {
+        if !mine.is_empty() || deadline.passed() || (serviced && return_on_service) {
             return Ok(mine);
         }
     }

@@ -761,7 +761,7 @@ pub fn wait_until(
             // No worker and nothing to wait on (terminated): done() cannot change.
             return Ok(done());
         }
-        crate::waiting::wait_fds(ctx, &fds, deadline)?;
+        crate::waiting::wait_fds_or_progress(ctx, &fds, deadline)?;
     }
 }
 
