@@ -1,28 +1,11 @@
 //! Processes checked from outside the script: a killed parent takes its children with it, and
 //! output is neither lost nor duplicated whether stdout is a pipe or a file.
 
+use crate::common::wait_gone;
 use crate::common::{bin, run};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-fn wait_gone(pid: i32, ms: i32) -> bool {
-    // SAFETY: pidfd_open/poll/close on a pid we were told about; failure means it is gone.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        if fd < 0 {
-            return true;
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let r = libc::poll(&mut p, 1, ms);
-        libc::close(fd);
-        r == 1
-    }
-}
 
 #[test]
 fn children_die_with_a_killed_parent() {

@@ -4,6 +4,7 @@
 //! spawned children with it; a spawned child never re-runs the script's top level; and
 //! `get_context("spawn")` works while script threads forbid fork.
 
+use crate::common::wait_gone;
 use crate::common::{bin, run, run_env};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -134,24 +135,6 @@ fn unsendable_constant_is_a_send_error() {
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines.first(), Some(&"SendError"), "stderr: {}", r.stderr);
     assert!(lines[1].contains("global::P: Pool"), "{}", lines[1]);
-}
-
-fn wait_gone(pid: i32, ms: i32) -> bool {
-    // SAFETY: pidfd_open/poll/close on a pid we were told about; failure means it is gone.
-    unsafe {
-        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        if fd < 0 {
-            return true;
-        }
-        let mut p = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let r = libc::poll(&mut p, 1, ms);
-        libc::close(fd);
-        r == 1
-    }
 }
 
 #[test]

@@ -164,3 +164,22 @@ fn tagged(needle: &str) -> Vec<i32> {
     }
     found
 }
+
+/// Waits up to `ms` for process `pid` to be gone (a pidfd poll, not a sleep); true if gone.
+pub fn wait_gone(pid: i32, ms: i32) -> bool {
+    // SAFETY: pidfd_open/poll/close on a pid we were told about; failure means it is gone.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        if fd < 0 {
+            return true;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let r = libc::poll(&mut p, 1, ms);
+        libc::close(fd);
+        r == 1
+    }
+}

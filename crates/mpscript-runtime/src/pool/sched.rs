@@ -528,16 +528,7 @@ impl Scheduler {
         let failed = !(code == Some(0) && w.outstanding.is_empty());
         if self.on_death == OnDeath::Break && failed && self.status != Status::Terminated {
             self.broken = Some(err.clone());
-            let pending: Vec<Chunk> = self.pending.drain(..).collect();
-            for c in pending {
-                self.fail_chunk(c, err.clone());
-            }
-            let ids: Vec<u64> = self.inflight.keys().copied().collect();
-            for id in ids {
-                if let Some(c) = self.inflight.remove(&id) {
-                    self.fail_chunk(c, err.clone());
-                }
-            }
+            self.fail_everything(&err);
             self.terminate_workers();
             return;
         }
@@ -631,6 +622,12 @@ impl Scheduler {
             rhai::EvalAltResult::ErrorRuntime(v, _) => v,
             _ => Dynamic::UNIT,
         };
+        self.fail_everything(&err);
+        self.terminate_workers();
+    }
+
+    /// Fails every queued and running chunk with `err` (a broken executor, a terminated pool).
+    fn fail_everything(&mut self, err: &Dynamic) {
         let pending: Vec<Chunk> = self.pending.drain(..).collect();
         for c in pending {
             self.fail_chunk(c, err.clone());
@@ -641,7 +638,6 @@ impl Scheduler {
                 self.fail_chunk(c, err.clone());
             }
         }
-        self.terminate_workers();
     }
 
     fn terminate_workers(&mut self) {
