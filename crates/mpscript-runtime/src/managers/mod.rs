@@ -318,9 +318,9 @@ fn shutdown_inner(m: &ManagerInner) {
         .retain(|(a, _), _| *a != m.address);
 }
 
-fn live() -> &'static Mutex<Vec<std::sync::Weak<ManagerInner>>> {
-    static L: OnceLock<Mutex<Vec<std::sync::Weak<ManagerInner>>>> = OnceLock::new();
-    L.get_or_init(|| Mutex::new(Vec::new()))
+crate::runtime_global! {
+    /// The managers this process started (shut down at the end of its script).
+    fn live() -> &'static Mutex<Vec<std::sync::Weak<ManagerInner>>> { Mutex::new(Vec::new()) }
 }
 
 fn shutdown_all() {

@@ -92,7 +92,7 @@ fn handshake_timeout() -> Duration {
 pub fn constants_of(ctx: &NativeCallContext) -> Map {
     let mut m = Map::new();
     if let Some(c) = &ctx.global_runtime_state().constants {
-        if let Ok(g) = c.read() {
+        if let Some(g) = rhai::locked_read(c) {
             for (k, v) in g.iter() {
                 m.insert(k.as_str().into(), v.clone());
             }
@@ -482,7 +482,7 @@ fn bootstrap(ctx: &NativeCallContext, r: Received) -> i32 {
     };
     let consts = values.remove(0).try_cast::<Map>().unwrap_or_default();
     if let Some(c) = &ctx.global_runtime_state().constants {
-        if let Ok(mut g) = c.write() {
+        if let Some(mut g) = rhai::locked_write(c) {
             for (k, v) in consts {
                 g.insert(k.as_str().into(), v);
             }
