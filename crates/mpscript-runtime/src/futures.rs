@@ -93,17 +93,9 @@ impl Executor {
     /// `submit(f, args...)`.
     pub fn submit(&self, ctx: &NativeCallContext, f: FnPtr, args: Array) -> RtResult<Future> {
         self.check_open()?;
-        let r = self.0.pool.submit(
-            ctx,
-            JobKind::Apply,
-            f,
-            true,
-            vec![args.into()],
-            Some(1),
-            None,
-            None,
-        )?;
-        Ok(Future::Process(r))
+        Ok(Future::Process(
+            self.0.pool.apply_one(ctx, f, args, None, None)?,
+        ))
     }
 
     /// `map(f, xs, #{timeout, chunksize})`: the results in input order (API.md: an array, so

@@ -109,20 +109,25 @@ pub fn set_timeouts(fd: &OwnedFd, t: Option<std::time::Duration>) {
     }
 }
 
+/// A new Unix stream socket and the abstract address `name` (for a local manager).
+fn abstract_socket(name: &str) -> RtResult<(OwnedFd, nix::sys::socket::UnixAddr)> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| os_error(e, "socket"))?;
+    let ua = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| os_error(e, "address"))?;
+    Ok((fd, ua))
+}
+
 fn listen(addr: &Address) -> RtResult<(OwnedFd, Address)> {
     match addr {
         Address::Abstract(name) => {
-            use nix::sys::socket::{
-                bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType, UnixAddr,
-            };
-            let fd = socket(
-                AddressFamily::Unix,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| os_error(e, "socket"))?;
-            let ua = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| os_error(e, "address"))?;
+            use nix::sys::socket::{bind, listen, Backlog};
+            let (fd, ua) = abstract_socket(name)?;
             bind(fd.as_raw_fd(), &ua).map_err(|e| os_error(e, "bind"))?;
             listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))
                 .map_err(|e| os_error(e, "listen"))?;
@@ -146,16 +151,9 @@ fn io_err(e: std::io::Error, what: &str) -> Box<rhai::EvalAltResult> {
 fn connect(addr: &Address, authkey: &[u8]) -> RtResult<OwnedFd> {
     let fd: OwnedFd = match addr {
         Address::Abstract(name) => {
-            use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
-            let fd = socket(
-                AddressFamily::Unix,
-                SockType::Stream,
-                SockFlag::SOCK_CLOEXEC,
-                None,
-            )
-            .map_err(|e| os_error(e, "socket"))?;
-            let ua = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| os_error(e, "address"))?;
-            connect(fd.as_raw_fd(), &ua).map_err(|e| os_error(e, "connect to the manager"))?;
+            let (fd, ua) = abstract_socket(name)?;
+            nix::sys::socket::connect(fd.as_raw_fd(), &ua)
+                .map_err(|e| os_error(e, "connect to the manager"))?;
             fd
         }
         Address::Tcp(a) => {

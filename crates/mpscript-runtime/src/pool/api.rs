@@ -218,15 +218,5 @@ pub fn map(
 
 /// `pool.apply(f, args)`: one task, blocking.
 pub fn apply(ctx: &NativeCallContext, pool: &Pool, f: FnPtr, args: Array) -> RtResult<Dynamic> {
-    let r = pool.submit(
-        ctx,
-        JobKind::Apply,
-        f,
-        true,
-        vec![args.into()],
-        Some(1),
-        None,
-        None,
-    )?;
-    r.get(ctx, None)
+    pool.apply_one(ctx, f, args, None, None)?.get(ctx, None)
 }

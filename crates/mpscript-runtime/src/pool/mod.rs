@@ -206,6 +206,27 @@ impl Pool {
         })
     }
 
+    /// Queues one call `f(args...)` (apply, apply_async, an executor's submit).
+    pub fn apply_one(
+        &self,
+        ctx: &NativeCallContext,
+        f: FnPtr,
+        args: Array,
+        callback: Option<FnPtr>,
+        error_callback: Option<FnPtr>,
+    ) -> RtResult<AsyncResult> {
+        self.submit(
+            ctx,
+            JobKind::Apply,
+            f,
+            true,
+            vec![args.into()],
+            Some(1),
+            callback,
+            error_callback,
+        )
+    }
+
     /// Makes progress until `done()` is true or the deadline passes; runs due callbacks.
     /// Returns whether `done()` became true.
     pub fn wait_until(

@@ -230,16 +230,7 @@ pub fn register(engine: &mut Engine) {
         ecb: Option<FnPtr>,
     ) -> RtResult<AsyncResult> {
         let f = api::func_of(f, "func")?;
-        p.submit(
-            ctx,
-            JobKind::Apply,
-            f,
-            true,
-            vec![args.into()],
-            Some(1),
-            cb,
-            ecb,
-        )
+        p.apply_one(ctx, f, args, cb, ecb)
     }
     reg!(engine, "apply", |ctx: NativeCallContext,
                            p: &mut Pool,
