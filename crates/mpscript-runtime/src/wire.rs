@@ -495,6 +495,27 @@ pub fn encode(v: &Dynamic, root: &str) -> RtResult<(Vec<u8>, Vec<RawFd>)> {
     Ok((e.bytes, e.fds))
 }
 
+/// A blob of `len` bytes encodes as this prefix followed by the bytes themselves, so a
+/// connection can send a blob straight from the script's buffer, and receive one straight
+/// into the Blob it returns ([`blob_prefix_len`] says where a received one would start).
+pub fn blob_prefix(len: u64) -> ([u8; 11], usize) {
+    let mut out = [0u8; 11];
+    out[0] = T_BLOB;
+    let (mut v, mut n) = (len, 1);
+    while v >= 0x80 {
+        out[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    out[n] = v as u8;
+    (out, n + 1)
+}
+
+/// If a message of `total` bytes can be the encoding of one blob, the length of its prefix.
+pub fn blob_prefix_len(total: u64) -> Option<usize> {
+    (2..=11).find(|&p| total >= p as u64 && blob_prefix(total - p as u64).1 == p)
+}
+
 /// Checks that `v` could be sent, without keeping the bytes (`SendError` naming the path).
 pub fn check_sendable(v: &Dynamic, root: &str) -> RtResult<()> {
     encode(v, root).map(|_| ())

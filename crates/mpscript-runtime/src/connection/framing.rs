@@ -20,6 +20,9 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 /// Most fds one message may carry (the kernel's SCM_MAX_FD).
 pub const MAX_FDS: usize = 253;
 
+/// Most payload pieces [`send_frame_parts`] takes.
+pub const MAX_PARTS: usize = 3;
+
 /// Largest length that fits the short header.
 const SHORT_MAX: u64 = 0x7fff_ffff;
 
@@ -48,41 +51,45 @@ pub fn header(n: u64) -> ([u8; 12], usize) {
 /// went out raises `KeyboardInterrupt` if Ctrl-C is pending; once a byte is out the frame is
 /// always finished (a half frame would tear the stream for every reader).
 pub fn send_frame(fd: RawFd, payload: &[u8], fds: &[RawFd]) -> RtResult<()> {
+    send_frame_parts(fd, &[payload], fds)
+}
+
+/// Like [`send_frame`] for a payload given in pieces (at most [`MAX_PARTS`]), written with one
+/// gathering `sendmsg`: a blob goes out straight from the script's buffer, behind its small
+/// encoding prefix, with no copy into a message buffer.
+pub fn send_frame_parts(fd: RawFd, parts: &[&[u8]], fds: &[RawFd]) -> RtResult<()> {
+    if parts.len() > MAX_PARTS {
+        return Err(os_error_msg("a frame has too many parts"));
+    }
     if fds.len() > MAX_FDS {
         return Err(mp_err(
             ErrorKind::SendError,
             format!("a message can carry at most {MAX_FDS} handles' fds"),
         ));
     }
-    let (h, hlen) = header(payload.len() as u64);
-    let total = hlen + payload.len();
+    let plen: usize = parts.iter().map(|p| p.len()).sum();
+    let (h, hlen) = header(plen as u64);
+    let total = hlen + plen;
     let mut sent = 0usize;
     while sent < total {
-        let mut iov: [libc::iovec; 2] = [
-            libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-            libc::iovec {
-                iov_base: std::ptr::null_mut(),
-                iov_len: 0,
-            },
-        ];
+        let mut iov = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; MAX_PARTS + 1];
         let mut n_iov = 0;
-        if sent < hlen {
-            iov[0] = libc::iovec {
-                iov_base: h[sent..].as_ptr() as *mut libc::c_void,
-                iov_len: hlen - sent,
-            };
-            n_iov = 1;
-        }
-        let off = sent.saturating_sub(hlen);
-        if off < payload.len() {
-            iov[n_iov] = libc::iovec {
-                iov_base: payload[off..].as_ptr() as *mut libc::c_void,
-                iov_len: payload.len() - off,
-            };
-            n_iov += 1;
+        // The pieces not yet (wholly) sent: the header, then each part.
+        let mut start = 0usize;
+        for piece in std::iter::once(&h[..hlen]).chain(parts.iter().copied()) {
+            let end = start + piece.len();
+            if sent < end && !piece.is_empty() {
+                let from = sent.saturating_sub(start);
+                iov[n_iov] = libc::iovec {
+                    iov_base: piece[from..].as_ptr() as *mut libc::c_void,
+                    iov_len: piece.len() - from,
+                };
+                n_iov += 1;
+            }
+            start = end;
         }
         let with_fds = sent == 0 && !fds.is_empty();
         // u64 words: control messages must be 8-aligned.
@@ -236,6 +243,34 @@ pub fn recv_frame(
     maxlength: Option<u64>,
     skip: &std::sync::atomic::AtomicU64,
 ) -> RtResult<Option<Frame>> {
+    Ok(recv_frame_split(fd, maxlength, skip, |_| 0)?.map(|(f, _)| f))
+}
+
+/// Most bytes [`recv_frame_split`] puts before the body.
+pub const HEAD_MAX: usize = 16;
+
+/// The first bytes of a payload, read apart from the rest by [`recv_frame_split`].
+pub struct Head {
+    buf: [u8; HEAD_MAX],
+    len: usize,
+}
+
+impl Head {
+    /// The bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// Like [`recv_frame`], but the first `head_len(length)` bytes of the payload (at most
+/// [`HEAD_MAX`]) go into a [`Head`] and only the rest into `Frame::bytes`: a blob's encoding
+/// prefix can be checked there and its bytes become the script's Blob without a copy.
+pub fn recv_frame_split(
+    fd: RawFd,
+    maxlength: Option<u64>,
+    skip: &std::sync::atomic::AtomicU64,
+    head_len: impl FnOnce(u64) -> usize,
+) -> RtResult<Option<(Frame, Head)>> {
     use std::sync::atomic::Ordering;
     let mut fds = Vec::new();
     let mut h = [std::mem::MaybeUninit::<u8>::uninit(); 4];
@@ -285,10 +320,25 @@ pub fn recv_frame(
     if maxlength.is_some_and(|m| len > m) {
         return Err(os_error_msg("bad message length"));
     }
+    let mut head = Head {
+        buf: [0; HEAD_MAX],
+        len: head_len(len).min(HEAD_MAX).min(len as usize),
+    };
+    if head.len > 0 {
+        // SAFETY: u8 and MaybeUninit<u8> have the same layout; read_exact only writes bytes.
+        let dst = unsafe {
+            &mut *(&mut head.buf[..head.len] as *mut [u8] as *mut [std::mem::MaybeUninit<u8>])
+        };
+        if !read_exact(fd, dst, &mut fds, |n| {
+            skip.fetch_sub(n as u64, Ordering::SeqCst);
+        })? {
+            return Err(os_error_msg("got end of file during message"));
+        }
+    }
     // Grow with what arrives: a corrupt huge length costs nothing until bytes come.
     const STEP: u64 = 64 << 20;
-    let mut bytes: Vec<u8> = Vec::with_capacity(len.min(STEP) as usize);
-    let mut left = len;
+    let mut left = len - head.len as u64;
+    let mut bytes: Vec<u8> = Vec::with_capacity(left.min(STEP) as usize);
     while left > 0 {
         if bytes.capacity() == bytes.len() {
             bytes.reserve(left.min(bytes.len().max(STEP as usize) as u64) as usize);
@@ -306,7 +356,7 @@ pub fn recv_frame(
         unsafe { bytes.set_len(bytes.len() + room) };
         left -= room as u64;
     }
-    Ok(Some(Frame { bytes, fds }))
+    Ok(Some((Frame { bytes, fds }, head)))
 }
 
 /// Reads and drops `n` bytes (what a dead receiver left of its message), and any fds on them.

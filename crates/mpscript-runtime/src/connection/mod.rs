@@ -19,8 +19,14 @@
 //! fds) reads EOF and raises `EOFError`. A closed connection, or the wrong end of a one-way
 //! pipe, raises `OSError`. Closing drops this process's fd (all copies of the handle in this
 //! process see it closed); an operation already running keeps the fd alive until it ends.
+//!
+//! Speed: a blob is sent straight from the script's buffer (a gathering `sendmsg` of frame
+//! header, encoding prefix and bytes) and a large received blob is read straight into the Blob
+//! returned; [`malloc`] keeps freed message buffers in the process, so a stream of large
+//! messages does not fault in fresh pages for each.
 
 pub mod framing;
+pub mod malloc;
 pub mod wait;
 
 use crate::errors::{mp_err, mp_err_with, os_error, os_error_msg, ErrorKind, RtResult};
@@ -29,6 +35,10 @@ use rhai::{Dynamic, FnPtr, NativeCallContext};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+
+/// From this length on, a received message that may be one blob has its prefix read apart
+/// (one more `recvmsg`, worth it only when it saves copying a large body).
+const DIRECT_BLOB_MIN: u64 = 16 << 10;
 
 /// Bytes per end in the lock region: send lock, receive lock, the receive skip count.
 const END_STRIDE: usize = 256;
@@ -279,6 +289,16 @@ impl Connection {
 
     /// Receives one frame, under the end's receive lock. `EOFError` when the peers are gone.
     pub fn recv_raw(&self, maxlength: Option<u64>) -> RtResult<framing::Frame> {
+        Ok(self.recv_raw_split(maxlength, |_| 0)?.0)
+    }
+
+    /// [`Connection::recv_raw`] with the payload's first `head_len(length)` bytes read apart
+    /// (see [`framing::recv_frame_split`]).
+    fn recv_raw_split(
+        &self,
+        maxlength: Option<u64>,
+        head_len: impl FnOnce(u64) -> usize,
+    ) -> RtResult<(framing::Frame, framing::Head)> {
         let maxlength = maxlength.or(self.0.max_frame);
         let fd = self.check_readable()?;
         let skip = self.0.locks.skip(self.0.end);
@@ -288,7 +308,7 @@ impl Connection {
         if left > 0 {
             framing::discard(fd.as_raw_fd(), left, skip)?;
         }
-        match framing::recv_frame(fd.as_raw_fd(), maxlength, skip) {
+        match framing::recv_frame_split(fd.as_raw_fd(), maxlength, skip, head_len) {
             Ok(Some(f)) => Ok(f),
             Ok(None) => Err(mp_err(ErrorKind::EOFError, "")),
             Err(e) => {
@@ -312,18 +332,48 @@ impl Connection {
             let bytes = crate::listener::pickle::dumps(v, "item")?;
             return self.send_raw(&bytes, &[]);
         }
+        if !v.is_shared() {
+            if let Some(b) = v.read_lock::<rhai::Blob>() {
+                // A blob goes out from the script's buffer behind its encoding prefix: the
+                // same bytes as `wire::encode` gives, without copying them into a message.
+                let (prefix, n) = crate::wire::blob_prefix(b.len() as u64);
+                let fd = self.check_writable()?;
+                let (_held, _) = lock(self.0.locks.mutex(self.0.end, false))?;
+                return framing::send_frame_parts(fd.as_raw_fd(), &[&prefix[..n], &b], &[]);
+            }
+        }
         let (bytes, fds) = crate::wire::encode(v, "item")?;
         self.send_raw(&bytes, &fds)
     }
 
     /// `recv()`: the next message decoded (`ValueError` if it is not a valid encoding).
     pub fn recv(&self, ctx: Option<&NativeCallContext>) -> RtResult<Dynamic> {
-        let f = self.recv_raw(None)?;
         if self.0.pickle {
+            let f = self.recv_raw(None)?;
             return crate::listener::pickle::loads(&f.bytes);
         }
+        // A large message that may be one blob: its prefix is read apart, so that the rest
+        // becomes the Blob itself (no copy out of a message buffer).
+        let (f, head) = self.recv_raw_split(None, |len| {
+            if len >= DIRECT_BLOB_MIN {
+                crate::wire::blob_prefix_len(len).unwrap_or(0)
+            } else {
+                0
+            }
+        })?;
+        let mut bytes = f.bytes;
+        let head = head.bytes();
+        if !head.is_empty() {
+            let (prefix, n) = crate::wire::blob_prefix(bytes.len() as u64);
+            if head == &prefix[..n] && f.fds.is_empty() {
+                return Ok(Dynamic::from_blob(bytes));
+            }
+            // Not a blob after all: put the head back in front (rare: a large non-blob
+            // message whose length happens to fit a blob's).
+            bytes.splice(0..0, head.iter().copied());
+        }
         let resolver = fn_resolver(ctx);
-        crate::wire::decode(&f.bytes, f.fds, Some(&resolver))
+        crate::wire::decode(&bytes, f.fds, Some(&resolver))
             .map_err(|e| crate::errors::value_error(format!("received a bad message: {e}")))
     }
 

@@ -24,6 +24,7 @@ fn into_target(c: &Connection, buf: &Dynamic, offset: INT) -> RtResult<INT> {
 /// Registers the type and its functions.
 pub fn register(engine: &mut Engine) {
     connection::register_codec();
+    connection::malloc::keep_message_buffers();
     engine.register_type_with_name::<Connection>("Connection");
     reg!(engine, "Pipe", || pipe(true));
     reg!(engine, "Pipe", pipe);
