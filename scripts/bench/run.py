@@ -85,6 +85,10 @@ BOUNDS = {
                         "process, uncontended (two processes can at best double it)"),
     "pool_map": ("fnptr_call", 2,
                  "2 workers ÷ the cost of one Rhai call of `double` per item"),
+    "queue_tput": ("queue_get_loop", 1,
+                   "the consumer's loop with the `get` replaced by a no-op native call"),
+    "simplequeue_tput": ("queue_get_loop", 1,
+                         "the consumer's loop with the `get` replaced by a no-op native call"),
 }
 
 TIME_UNITS = {"s": 1, "s/op": 1, "us/rt": 1e-6, "us/op": 1e-6, "us/task": 1e-6,
