@@ -6,11 +6,12 @@
 //! running (SCM_RIGHTS), so a Lock or a Queue made after a pool's workers started can still be
 //! sent to them; the region is unmapped and the fd closed when the last handle in a process
 //! drops it, so nothing is left to leak (no named semaphores, no resource tracker).
-//! Why a pthread robust mutex: the kernel's robust-futex list is per thread and owned by glibc;
-//! a `PTHREAD_MUTEX_ROBUST` mutex is the supported way onto it, and it reports `EOWNERDEAD` to
-//! the next locker when a holder dies, which is what `OwnerDied` needs.
+//! [`RobustMutex`] is a thin face of the runtime's one robust mutex
+//! ([`crate::synchronize::mutex`]: the kernel's robust-futex protocol, linked into glibc's
+//! per-thread robust list), kept here for the pipes' and queues' locks.
 
 use crate::errors::{os_error, RtResult};
+use crate::synchronize::mutex::{Acq, RawMutex, MUTEX_BYTES};
 use nix::errno::Errno;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
@@ -178,18 +179,15 @@ pub enum LockResult {
     OwnerDied,
 }
 
-/// A process-shared robust mutex living at some offset of a [`Region`].
-pub struct RobustMutex {
-    m: *mut libc::pthread_mutex_t,
-}
-
-// SAFETY: a process-shared pthread mutex is made to be used from any thread of any process.
-unsafe impl Send for RobustMutex {}
-// SAFETY: as above.
-unsafe impl Sync for RobustMutex {}
+/// A process-shared robust mutex living at some offset of a [`Region`]: the runtime's one
+/// robust mutex ([`crate::synchronize::mutex::RawMutex`]) with the interface the pipes' and
+/// queues' locks use (a timeout instead of a deadline; a dead holder's mutex is handed back
+/// released).
+#[derive(Clone, Copy)]
+pub struct RobustMutex(RawMutex);
 
 /// Bytes a [`RobustMutex`] takes in a region (aligned to 8).
-pub const MUTEX_SIZE: usize = std::mem::size_of::<libc::pthread_mutex_t>().next_multiple_of(8);
+pub const MUTEX_SIZE: usize = MUTEX_BYTES;
 
 impl RobustMutex {
     /// Initialises a new mutex at `ptr` (zeroed shared memory the caller keeps mapped).
@@ -198,21 +196,8 @@ impl RobustMutex {
     /// `ptr` must point to `MUTEX_SIZE` writable bytes, 8-aligned, mapped for as long as any
     /// `RobustMutex` for it is used, and not yet initialised.
     pub unsafe fn init(ptr: *mut u8) -> RtResult<RobustMutex> {
-        let m = ptr as *mut libc::pthread_mutex_t;
-        // SAFETY: per the contract above; attr is a local we initialise and destroy.
-        unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            libc::pthread_mutexattr_init(&mut attr);
-            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            libc::pthread_mutexattr_settype(&mut attr, libc::PTHREAD_MUTEX_ERRORCHECK);
-            let r = libc::pthread_mutex_init(m, &attr);
-            libc::pthread_mutexattr_destroy(&mut attr);
-            if r != 0 {
-                return Err(os_error(Errno::from_raw(r), "pthread_mutex_init"));
-            }
-        }
-        Ok(RobustMutex { m })
+        // SAFETY: the same contract.
+        Ok(RobustMutex(unsafe { RawMutex::init(ptr)? }))
     }
 
     /// Uses a mutex that was initialised (by any process) at `ptr`.
@@ -220,79 +205,47 @@ impl RobustMutex {
     /// # Safety
     /// `ptr` must point to a mutex made by [`RobustMutex::init`], mapped while this is used.
     pub unsafe fn attach(ptr: *mut u8) -> RobustMutex {
-        RobustMutex {
-            m: ptr as *mut libc::pthread_mutex_t,
-        }
+        // SAFETY: the same contract.
+        RobustMutex(unsafe { RawMutex::attach(ptr) })
     }
 
     /// Tries once, without blocking.
+    #[inline]
     pub fn try_lock(&self) -> RtResult<LockResult> {
-        // SAFETY: a live mutex (constructor contract).
-        let r = unsafe { libc::pthread_mutex_trylock(self.m) };
+        let r = self.0.try_lock()?;
         self.result(r)
     }
 
-    /// Locks, waiting at most `timeout` (`None`: for ever). Ctrl-C interrupts the wait
-    /// (checked every 50 ms, as pthread locks restart after signals).
+    /// Locks, waiting at most `timeout` (`None`: for ever). Ctrl-C interrupts the wait.
+    #[inline]
     pub fn lock(&self, timeout: Option<Duration>) -> RtResult<LockResult> {
-        let first = self.try_lock()?;
-        if first != LockResult::TimedOut {
-            return Ok(first);
-        }
-        let deadline = crate::waiting::Deadline::after(timeout);
-        loop {
-            crate::signals::check_interrupt()?;
-            let slice = Duration::from_millis(50);
-            let step = match deadline.remaining() {
-                Some(d) if d.is_zero() => return Ok(LockResult::TimedOut),
-                Some(d) => d.min(slice),
-                None => slice,
-            };
-            let mut now = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            // SAFETY: clock_gettime fills our timespec.
-            unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
-            let total = now.tv_nsec as u64 + step.subsec_nanos() as u64;
-            let abs = libc::timespec {
-                tv_sec: now.tv_sec
-                    + step.as_secs() as libc::time_t
-                    + (total / 1_000_000_000) as libc::time_t,
-                tv_nsec: (total % 1_000_000_000) as libc::c_long,
-            };
-            // SAFETY: a live mutex and a valid absolute time.
-            let r = unsafe { libc::pthread_mutex_timedlock(self.m, &abs) };
-            match self.result(r)? {
-                LockResult::TimedOut => continue,
-                other => return Ok(other),
-            }
-        }
+        let d = match timeout {
+            None => crate::waiting::Deadline::never(),
+            t => crate::waiting::Deadline::after(t),
+        };
+        let r = self.0.lock(d)?;
+        self.result(r)
     }
 
-    fn result(&self, r: i32) -> RtResult<LockResult> {
+    #[inline]
+    fn result(&self, r: Acq) -> RtResult<LockResult> {
         match r {
-            0 => Ok(LockResult::Acquired),
-            libc::EBUSY | libc::ETIMEDOUT => Ok(LockResult::TimedOut),
-            libc::EOWNERDEAD => {
-                // SAFETY: we hold it now (EOWNERDEAD locks it): mark it usable and let go.
-                unsafe {
-                    libc::pthread_mutex_consistent(self.m);
-                    libc::pthread_mutex_unlock(self.m);
-                }
+            Acq::Acquired => Ok(LockResult::Acquired),
+            Acq::Busy => Ok(LockResult::TimedOut),
+            Acq::OwnerDied => {
+                self.0.recover();
                 Ok(LockResult::OwnerDied)
             }
-            libc::EDEADLK => Err(crate::errors::mp_err(
+            Acq::SelfHeld => Err(crate::errors::mp_err(
                 crate::errors::ErrorKind::RuntimeError,
                 "deadlock: this thread already holds the lock",
             )),
-            e => Err(os_error(Errno::from_raw(e), "pthread_mutex_lock")),
         }
     }
 
     /// Unlocks; `false` if the calling thread does not hold it (nothing changes then).
+    #[inline]
     pub fn unlock(&self) -> bool {
-        // SAFETY: a live error-checking mutex: unlocking one we don't hold returns EPERM.
-        unsafe { libc::pthread_mutex_unlock(self.m) == 0 }
+        self.0.unlock()
     }
 }

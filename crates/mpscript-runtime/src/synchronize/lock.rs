@@ -97,6 +97,7 @@ impl LockObj {
 
     /// `acquire(block, timeout)`: true when acquired; false if it was not free (without
     /// blocking) or the timeout passed. `OwnerDied` after a dead holder (then free).
+    #[inline]
     pub fn acquire(&self, block: bool, timeout: Option<Duration>) -> RtResult<bool> {
         let m = self.obj.mutex();
         let r = if block {
@@ -111,6 +112,14 @@ impl LockObj {
                 }
                 Ok(true)
             }
+            _ => self.acquire_rare(r, block, timeout),
+        }
+    }
+
+    #[cold]
+    fn acquire_rare(&self, r: Acq, block: bool, timeout: Option<Duration>) -> RtResult<bool> {
+        match r {
+            Acq::Acquired => Ok(true),
             Acq::Busy => Ok(false),
             Acq::SelfHeld if self.recursive => {
                 self.count().fetch_add(1, Ordering::Relaxed);
@@ -130,13 +139,14 @@ impl LockObj {
             },
             Acq::OwnerDied => {
                 self.count().store(0, Ordering::Relaxed);
-                m.recover();
+                self.obj.mutex().recover();
                 Err(owner_died(self.name()))
             }
         }
     }
 
     /// `release()`: `RuntimeError` if the calling thread does not hold it.
+    #[inline]
     pub fn release(&self) -> RtResult<()> {
         let m = self.obj.mutex();
         if self.recursive {

@@ -7,13 +7,15 @@
 //! even after one travelled to another process and came back) and a kind tag, then the
 //! primitive's words. Waiting is the kernel's: futex waits on those words, interrupted by
 //! Ctrl-C. Locks that have an owner (Lock, RLock, a Condition's lock, a Value's lock) sit on
-//! a robust pthread mutex ([`mutex`]) so a holder that dies never deadlocks the others.
+//! the runtime's robust mutex ([`mutex`]: a futex word on the kernel's robust list, see
+//! [`robust_list`]) so a holder that dies never deadlocks the others.
 
 pub mod barrier;
 pub mod condition;
 pub mod event;
 pub mod lock;
 pub mod mutex;
+pub mod robust_list;
 pub mod semaphore;
 
 use crate::errors::RtResult;

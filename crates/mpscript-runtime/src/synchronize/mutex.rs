@@ -1,32 +1,37 @@
-//! The robust, process-shared mutex under Lock, RLock, a Value's lock and a Barrier.
+//! THE robust, process-shared mutex of the runtime: under Lock, RLock, a Value's or Array's
+//! lock, a Barrier, and (through [`crate::shm::RobustMutex`]) a pipe's and a queue's locks.
 //!
-//! Built on glibc's `PTHREAD_MUTEX_ROBUST` + `ERRORCHECK` mutex, because the kernel's robust
-//! list (what turns a dead holder into `EOWNERDEAD` for the next locker) is per thread and
-//! owned by glibc: a robust pthread mutex is the supported way onto it. The uncontended path is
-//! glibc's `trylock`/`unlock` (one CAS each plus the robust-list bookkeeping). The *blocking*
-//! path is ours: `pthread_mutex_timedlock` restarts after signals, so Ctrl-C could not
-//! interrupt it; instead a waiter sets `FUTEX_WAITERS` in the mutex word (exactly as glibc's
-//! own robust lock does, so glibc's unlock and the kernel's owner-death handling wake us) and
-//! sleeps in `FUTEX_WAIT`, which returns `EINTR` on SIGINT. A waiter that slept re-marks the
-//! word with `FUTEX_WAITERS` once it holds the mutex (glibc does the same), so no other
-//! sleeper is forgotten. A short bounded spin comes before the first sleep: a holder in
-//! another process usually lets go within a few hundred nanoseconds.
+//! It is the kernel's robust-futex protocol, done here rather than through glibc's
+//! `pthread_mutex_*` (which cost 2× more: the robust error-checking mutex goes through
+//! `__pthread_mutex_lock_full`/`unlock_full` on every call). The 40-byte layout is glibc's
+//! 64-bit robust `pthread_mutex_t`: the futex word at 0 holds the owner's kernel tid plus
+//! `FUTEX_WAITERS` and `FUTEX_OWNER_DIED`; the list links at 24/32 put an owned mutex on the
+//! owner thread's robust list ([`super::robust_list`]), so when the owner thread or its whole
+//! process dies, the kernel sets `FUTEX_OWNER_DIED` and wakes a waiter — the next locker gets
+//! [`Acq::OwnerDied`]. The order of each step follows glibc's robust path
+//! (nptl/pthread_mutex_lock.c, pthread_mutex_unlock.c): announce in `list_op_pending`, CAS the
+//! word, link, clear the announcement; to unlock: announce, unlink, swap the word to 0, wake
+//! one sleeper if `FUTEX_WAITERS` was set, clear.
 //!
-//! Layout assumption (Linux glibc, all architectures): the futex word `__data.__lock` is the
-//! first `int` of `pthread_mutex_t`; bits: `FUTEX_WAITERS`, `FUTEX_OWNER_DIED`, `FUTEX_TID_MASK`.
+//! Uncontended: one CAS to lock, one swap to unlock, a few plain stores for the list.
+//! Contended: a short bounded spin (a holder in another process usually lets go within a few
+//! hundred nanoseconds), then set `FUTEX_WAITERS` and `FUTEX_WAIT` with the time left; SIGINT
+//! wakes the wait (EINTR) and Ctrl-C raises. A waiter that slept takes the mutex with
+//! `FUTEX_WAITERS` set (as glibc does), so no other sleeper is forgotten.
 
-use crate::errors::{os_error, RtResult};
+use super::robust_list::{self, Me, NEXT_AT, PREV_AT};
+use crate::errors::RtResult;
 use crate::waiting::Deadline;
-use nix::errno::Errno;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Bytes a mutex takes (the pthread mutex, rounded to 8).
-pub const MUTEX_BYTES: usize = std::mem::size_of::<libc::pthread_mutex_t>().next_multiple_of(8);
+/// Bytes a mutex takes (glibc's 64-bit `pthread_mutex_t` size).
+pub const MUTEX_BYTES: usize = 40;
+const _: () = assert!(PREV_AT + 8 == NEXT_AT && NEXT_AT + 8 == MUTEX_BYTES);
 
 const FUTEX_WAITERS: u32 = 0x8000_0000;
 const FUTEX_OWNER_DIED: u32 = 0x4000_0000;
 const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
-/// Spins (re-tries) before the first futex sleep.
+/// Spins (re-reads) before the first futex sleep.
 const SPINS: u32 = 100;
 
 /// What one attempt to take the mutex gave.
@@ -39,44 +44,31 @@ pub enum Acq {
     /// The calling thread already holds it.
     SelfHeld,
     /// The previous holder died holding it; the caller holds it now, the state it guarded may
-    /// be broken, and [`RawMutex::recover`] must be called before anything else.
+    /// be broken, and [`RawMutex::recover`] (or an unlock) must follow.
     OwnerDied,
 }
 
 /// A robust process-shared mutex at a fixed address in a shared mapping.
 #[derive(Clone, Copy)]
 pub struct RawMutex {
-    m: *mut libc::pthread_mutex_t,
+    m: *mut u8,
 }
 
-// SAFETY: a process-shared pthread mutex may be used from any thread of any process.
+// SAFETY: the mutex is shared memory used only through atomics and the owner's list links.
 unsafe impl Send for RawMutex {}
 // SAFETY: as above.
 unsafe impl Sync for RawMutex {}
 
 impl RawMutex {
-    /// Initialises a mutex in zeroed shared memory.
+    /// Initialises a mutex in shared memory.
     ///
     /// # Safety
     /// `ptr` must be 8-aligned, point to `MUTEX_BYTES` writable bytes that stay mapped while
     /// the mutex is used, and not be in use.
     pub unsafe fn init(ptr: *mut u8) -> RtResult<RawMutex> {
-        let m = ptr as *mut libc::pthread_mutex_t;
-        // SAFETY: per the contract; attr is a local we initialise and destroy.
-        let r = unsafe {
-            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
-            libc::pthread_mutexattr_init(&mut attr);
-            libc::pthread_mutexattr_setpshared(&mut attr, libc::PTHREAD_PROCESS_SHARED);
-            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
-            libc::pthread_mutexattr_settype(&mut attr, libc::PTHREAD_MUTEX_ERRORCHECK);
-            let r = libc::pthread_mutex_init(m, &attr);
-            libc::pthread_mutexattr_destroy(&mut attr);
-            r
-        };
-        if r != 0 {
-            return Err(os_error(Errno::from_raw(r), "pthread_mutex_init"));
-        }
-        Ok(RawMutex { m })
+        // SAFETY: per the contract: ours to write.
+        unsafe { std::ptr::write_bytes(ptr, 0, MUTEX_BYTES) };
+        Ok(RawMutex { m: ptr })
     }
 
     /// A mutex initialised (by any process) at `ptr`.
@@ -84,48 +76,97 @@ impl RawMutex {
     /// # Safety
     /// `ptr` must hold a mutex made by [`RawMutex::init`] and stay mapped while this is used.
     pub unsafe fn attach(ptr: *mut u8) -> RawMutex {
-        RawMutex {
-            m: ptr as *mut libc::pthread_mutex_t,
-        }
+        RawMutex { m: ptr }
     }
 
+    #[inline]
     fn word(&self) -> &AtomicU32 {
-        // SAFETY: the futex word is the first (aligned) int of a live pthread mutex.
+        // SAFETY: the futex word is the first (8-aligned) u32 of a live mutex.
         unsafe { &*(self.m as *const AtomicU32) }
+    }
+
+    #[inline]
+    fn node(&self) -> usize {
+        self.m as usize + NEXT_AT
     }
 
     /// One attempt, never blocking.
     #[inline]
     pub fn try_lock(&self) -> RtResult<Acq> {
-        // SAFETY: a live mutex (constructor contract).
-        let r = unsafe { libc::pthread_mutex_trylock(self.m) };
-        match r {
-            0 => Ok(Acq::Acquired),
-            libc::EBUSY => Ok(Acq::Busy),
-            libc::EDEADLK => Ok(Acq::SelfHeld),
-            libc::EOWNERDEAD => Ok(Acq::OwnerDied),
-            e => Err(os_error(Errno::from_raw(e), "pthread_mutex_trylock")),
+        let me = robust_list::me()?;
+        Ok(self.attempt(me, 0).unwrap_or(Acq::Busy))
+    }
+
+    /// One attempt as `me`; a taken word gives `Err(word)`. `assume` is `FUTEX_WAITERS` once
+    /// this thread has slept on the mutex (other sleepers may remain).
+    #[inline]
+    fn attempt(&self, me: Me, assume: u32) -> Result<Acq, u32> {
+        let node = self.node();
+        me.pending(node);
+        let mut old = match self.word().compare_exchange(
+            0,
+            me.tid | assume,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => {
+                me.link(node);
+                me.done();
+                return Ok(Acq::Acquired);
+            }
+            Err(w) => w,
+        };
+        loop {
+            let (new, got) = if old & FUTEX_OWNER_DIED != 0 {
+                (me.tid | (old & FUTEX_WAITERS) | assume, Acq::OwnerDied)
+            } else if old & FUTEX_TID_MASK == 0 {
+                (me.tid | (old & FUTEX_WAITERS) | assume, Acq::Acquired)
+            } else {
+                me.done();
+                return if old & FUTEX_TID_MASK == me.tid {
+                    Ok(Acq::SelfHeld)
+                } else {
+                    Err(old)
+                };
+            };
+            match self
+                .word()
+                .compare_exchange(old, new, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    me.link(node);
+                    me.done();
+                    return Ok(got);
+                }
+                Err(w) => old = w,
+            }
         }
     }
 
     /// Takes the mutex, waiting until `deadline` (Ctrl-C raises `KeyboardInterrupt`).
     /// Returns `Busy` when the deadline passed and `SelfHeld` at once if this thread holds it.
+    #[inline]
     pub fn lock(&self, deadline: Deadline) -> RtResult<Acq> {
-        let first = self.try_lock()?;
-        if first != Acq::Busy {
-            return Ok(first);
+        let me = robust_list::me()?;
+        match self.attempt(me, 0) {
+            Ok(r) => Ok(r),
+            Err(_) => self.lock_slow(me, deadline),
         }
+    }
+
+    #[cold]
+    fn lock_slow(&self, me: Me, deadline: Deadline) -> RtResult<Acq> {
         let mut spins = 0;
-        let mut slept = false;
+        let mut assume = 0;
         loop {
             let w = self.word().load(Ordering::Relaxed);
-            if w & FUTEX_TID_MASK == 0 || w & FUTEX_OWNER_DIED != 0 {
-                // Free (or a dead holder to take over): try again at once.
-            } else if spins < SPINS {
-                spins += 1;
-                std::hint::spin_loop();
-                continue;
-            } else {
+            let free = w & FUTEX_TID_MASK == 0 || w & FUTEX_OWNER_DIED != 0;
+            if !free {
+                if spins < SPINS {
+                    spins += 1;
+                    std::hint::spin_loop();
+                    continue;
+                }
                 if w & FUTEX_WAITERS == 0
                     && self
                         .word()
@@ -143,40 +184,41 @@ impl RawMutex {
                 if left.is_some_and(|d| d.is_zero()) {
                     return Ok(Acq::Busy);
                 }
+                assume = FUTEX_WAITERS;
                 crate::shm::futex_wait(self.word(), w | FUTEX_WAITERS, left)?;
                 crate::signals::check_interrupt()?;
-                slept = true;
             }
-            match self.try_lock()? {
-                Acq::Busy => {
-                    if deadline.passed() {
-                        return Ok(Acq::Busy);
-                    }
-                }
-                Acq::Acquired if slept => {
-                    // Others may still sleep: make our unlock wake one (glibc does the same).
-                    self.word().fetch_or(FUTEX_WAITERS, Ordering::Relaxed);
-                    return Ok(Acq::Acquired);
-                }
-                other => return Ok(other),
+            match self.attempt(me, assume) {
+                Ok(r) => return Ok(r),
+                Err(_) if deadline.passed() => return Ok(Acq::Busy),
+                Err(_) => {}
             }
         }
     }
 
-    /// After [`Acq::OwnerDied`]: marks the mutex usable again and lets go of it.
+    /// After [`Acq::OwnerDied`]: lets go of the mutex (its state is the caller's to repair).
     pub fn recover(&self) {
-        // SAFETY: the caller holds the mutex (EOWNERDEAD locks it).
-        unsafe {
-            libc::pthread_mutex_consistent(self.m);
-            libc::pthread_mutex_unlock(self.m);
-        }
+        self.unlock();
     }
 
     /// Unlocks; false if the calling thread does not hold it (nothing changes then).
     #[inline]
     pub fn unlock(&self) -> bool {
-        // SAFETY: a live error-checking mutex: unlocking one we don't hold returns EPERM.
-        unsafe { libc::pthread_mutex_unlock(self.m) == 0 }
+        let Ok(me) = robust_list::me() else {
+            return false;
+        };
+        if self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK != me.tid {
+            return false;
+        }
+        let node = self.node();
+        me.pending(node);
+        robust_list::unlink(node);
+        std::sync::atomic::compiler_fence(Ordering::SeqCst);
+        if self.word().swap(0, Ordering::Release) & FUTEX_WAITERS != 0 {
+            crate::shm::futex_wake(self.word(), 1);
+        }
+        me.done();
+        true
     }
 
     /// True if some thread (of any process) holds it, or a dead holder left it marked.
@@ -185,30 +227,19 @@ impl RawMutex {
     }
 
     /// True if the calling thread holds it.
+    #[inline]
     pub fn held_by_me(&self) -> bool {
-        match self.try_lock() {
-            Ok(Acq::SelfHeld) => true,
-            Ok(Acq::Acquired) => {
-                self.unlock();
-                false
-            }
-            Ok(Acq::OwnerDied) => {
-                self.recover();
-                false
-            }
-            _ => false,
-        }
+        robust_list::me()
+            .is_ok_and(|me| self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK == me.tid)
     }
 
     /// Called before the mapping holding this mutex goes away in this process: a mutex held
-    /// by this thread is unlocked (glibc's robust list links through held mutexes, so an
-    /// unmapped held one would crash the next lock or unlock). Returns false if another live
-    /// thread of this process holds it: the caller must then keep the mapping.
+    /// by this thread is unlocked (the robust list links through held mutexes, so an unmapped
+    /// held one would crash the next lock or unlock). Returns false if another live thread of
+    /// this process holds it: the caller must then keep the mapping.
     pub fn release_before_unmap(&self) -> bool {
-        while self.held_by_me() {
-            if !self.unlock() {
-                break;
-            }
+        if self.held_by_me() {
+            self.unlock();
         }
         let tid = self.word().load(Ordering::Relaxed) & FUTEX_TID_MASK;
         tid == 0 || !std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
