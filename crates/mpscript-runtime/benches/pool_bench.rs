@@ -5,24 +5,42 @@
 //!   function, as a pool worker calls a task, on mpscript's own engine (`new_engine()`: rhai
 //!   `sync`, the Ctrl-C progress hook) — the interpreter's share. (`rhai_fnptr_call`: the same
 //!   through `FnPtr::call` from Rust, which sets up a fresh evaluation state each time.)
+//! - `rhai_call_linked`: as `rhai_call` with the FnPtr resolved once to the function's
+//!   definition (`FnPtr::from(def)`), as a worker could per chunk.
+//! - `rhai_chunk_call`: the alternative of one script loop per chunk calling `f.call(x)` (see
+//!   its function): slower than `rhai_call`, so not used.
 //! - `wire_item`: the runtime's codec share per item of a 25 000-item chunk (pool_map's default
 //!   chunksize for 200 000 items on 2 workers): the task chunk encoded (parent) and decoded
-//!   (worker), each result wrapped as `[true, value]` (`result_entry`), the result chunk encoded
-//!   (worker) and decoded (parent).
+//!   (worker), the result chunk (`[id, true, values]`: every task succeeded) encoded (worker)
+//!   and decoded (parent).
 //! - `pool_map_worker_bound`: 2 workers ÷ (`rhai_call` + `wire_item`): the most items/s
 //!   `pool_map` can reach on 2 workers with this interpreter and codec even if the IPC cost
 //!   nothing. This is what bounds the `pool_map` target (≥ 2e7 items/s).
 
-use mpscript_runtime::pool::result_entry;
 use mpscript_runtime::wire;
 use rhai::{Array, Dynamic, FnPtr, NativeCallContext};
 use std::time::Instant;
 
 fn rhai_call_raw_ns() -> f64 {
+    call_raw_bench(false)
+}
+
+/// `linked`: the FnPtr is first resolved to the script function's definition
+/// (`FnPtr::from(def)`, what a worker could do once per chunk), so rhai skips the name lookup.
+fn call_raw_bench(linked: bool) -> f64 {
     let mut engine = mpscript_runtime::new_engine();
     engine.register_fn(
         "bench_call_raw",
-        |ctx: NativeCallContext, f: FnPtr, n: i64| -> f64 {
+        move |ctx: NativeCallContext, f: FnPtr, n: i64| -> f64 {
+            let f = if linked {
+                let def = ctx
+                    .iter_namespaces()
+                    .find_map(|m| m.get_script_fn(f.fn_name(), 1).cloned())
+                    .unwrap();
+                FnPtr::from(def)
+            } else {
+                f
+            };
             let mut best = f64::MAX;
             for _ in 0..3 {
                 let t = Instant::now();
@@ -42,6 +60,53 @@ fn rhai_call_raw_ns() -> f64 {
     );
     engine
         .eval::<f64>("fn double(x) { x * 2 } bench_call_raw(Fn(\"double\"), 300000)")
+        .unwrap()
+}
+
+/// The alternative of resolving the task once per chunk and looping in script
+/// (`for x in xs { this.push(f.call(x)) }` called once per chunk): measured, and slower than
+/// one `call_raw` per item, so the worker keeps `call_raw`.
+fn rhai_chunk_call_ns() -> f64 {
+    let mut engine = mpscript_runtime::new_engine();
+    let helper = engine
+        .compile("fn __mp_chunk(f, xs) { for x in xs { this.push(f.call(x)); } }")
+        .unwrap();
+    let helper_lib = helper.shared_lib().clone();
+    engine.register_fn(
+        "bench_chunk",
+        move |ctx: NativeCallContext, f: FnPtr, n: i64| -> f64 {
+            let mut g = ctx.global_runtime_state().clone();
+            g.lib.push(helper_lib.clone());
+            let ctx2 = NativeCallContext::new_with_all_fields(
+                ctx.engine(),
+                "map",
+                None,
+                &g,
+                rhai::Position::NONE,
+            );
+            let chunk = FnPtr::new("__mp_chunk").unwrap();
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let xs: Array = (0..n).map(Dynamic::from).collect();
+                let t = Instant::now();
+                let mut out = Dynamic::from_array(Array::with_capacity(n as usize));
+                let _ = chunk
+                    .call_raw(&ctx2, Some(&mut out), [Dynamic::from(f.clone()), xs.into()])
+                    .unwrap();
+                let s: i64 = out
+                    .into_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_int().unwrap())
+                    .sum();
+                assert_eq!(s, n * (n - 1));
+                best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+            }
+            best
+        },
+    );
+    engine
+        .eval::<f64>("fn double(x) { x * 2 } bench_chunk(Fn(\"double\"), 300000)")
         .unwrap()
 }
 
@@ -80,15 +145,16 @@ fn wire_item_ns() -> f64 {
         let got = wire::decode(&bytes, Vec::new(), None).unwrap();
         let c = got.try_cast::<Array>().unwrap();
         let xs = c[3].clone().try_cast::<Array>().unwrap();
+        // A chunk whose tasks all succeeded travels as `[id, true, values]`.
         let results: Array = xs
             .into_iter()
-            .map(|x| result_entry(Ok(Dynamic::from(x.as_int().unwrap() * 2))))
+            .map(|x| Dynamic::from(x.as_int().unwrap() * 2))
             .collect();
-        let reply = Dynamic::from_array(vec![c[0].clone(), results.into()]);
+        let reply = Dynamic::from_array(vec![c[0].clone(), true.into(), results.into()]);
         let (rb, _) = wire::encode(&reply, "result").unwrap();
         let back = wire::decode(&rb, Vec::new(), None).unwrap();
         let dt = t.elapsed().as_nanos() as f64 / chunk as f64;
-        let rs = back.try_cast::<Array>().unwrap()[1]
+        let rs = back.try_cast::<Array>().unwrap()[2]
             .clone()
             .try_cast::<Array>()
             .unwrap();
@@ -107,6 +173,14 @@ fn main() {
     let call = rhai_call_raw_ns();
     let fnptr_call = rhai_fnptr_call_ns();
     let codec = wire_item_ns();
+    let chunk_call = rhai_chunk_call_ns();
+    let linked_call = call_raw_bench(true);
+    if all || which.iter().any(|w| w == "rhai_call_linked") {
+        println!("rhai_call_linked {linked_call:.1} ns/call");
+    }
+    if all || which.iter().any(|w| w == "rhai_chunk_call") {
+        println!("rhai_chunk_call {chunk_call:.1} ns/call");
+    }
     if all || which.iter().any(|w| w == "rhai_call") {
         println!("rhai_call {call:.1} ns/call");
     }

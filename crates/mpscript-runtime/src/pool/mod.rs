@@ -171,9 +171,15 @@ impl Pool {
         }
         // Unsendable arguments fail here, in the caller, before anything is queued.
         crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "target")?;
+        // Plain values (numbers, strings...) always encode: only other items are test-encoded
+        // (encoding a whole map's items an extra time cost the parent as much as sending them).
         match (kind, items.as_slice()) {
             // apply: the one item is the argument list itself
-            (JobKind::Apply, [args]) => crate::wire::check_sendable_in(ctx, args, "args")?,
+            (JobKind::Apply, [args]) if !results::plain_args(args) => {
+                crate::wire::check_sendable_in(ctx, args, "args")?
+            }
+            (JobKind::Apply, [_]) => {}
+            _ if items.iter().all(results::plain) => {}
             _ => crate::wire::check_sendable_in(ctx, &Dynamic::from_array(items.clone()), "args")?,
         }
         if star {

@@ -35,7 +35,7 @@ pub struct JobData {
     pub results: Vec<Option<Outcome>>,
     /// How many outcomes have arrived.
     pub received: usize,
-    /// Completion order (for `imap_unordered`), not yet taken by the iterator.
+    /// Completion order, not yet taken by the iterator (kept for `imap_unordered` only).
     pub arrivals: VecDeque<usize>,
     /// Next index an ordered iterator yields.
     pub next: usize,
@@ -117,7 +117,9 @@ impl JobData {
         }
         self.results[i] = Some(o);
         self.received += 1;
-        self.arrivals.push_back(i);
+        if self.kind == JobKind::ImapUnordered {
+            self.arrivals.push_back(i); // only that iterator reads the completion order
+        }
         let complete = self.received == self.results.len();
         if let Some(b) = &self.progress {
             b.inc(1);
@@ -163,6 +165,18 @@ impl JobData {
             .iter()
             .find_map(|r| r.as_ref().and_then(|o| o.as_ref().err().cloned()))
     }
+}
+
+/// True for a value that always encodes (unit, bool, int, float, char, string): a task's
+/// arguments made only of these need no trial encoding before they are queued.
+pub fn plain(v: &Dynamic) -> bool {
+    v.is_unit() || v.is_bool() || v.is_int() || v.is_float() || v.is_char() || v.is_string()
+}
+
+/// True for an argument list (an array) of [`plain`] values.
+pub fn plain_args(v: &Dynamic) -> bool {
+    v.read_lock::<Array>()
+        .is_some_and(|a| !v.is_shared() && a.iter().all(plain))
 }
 
 /// The payload a worker sends for one task: `[true, value]` or `[false, RemoteError map]`.

@@ -12,6 +12,9 @@ use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
+mod frames;
+use frames::OutFrame;
+
 /// The pool's lifecycle (CPython's RUN / CLOSE / TERMINATE).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Status {
@@ -31,13 +34,6 @@ pub struct Chunk {
     f: FnPtr,
     star: bool,
     items: Array,
-}
-
-/// A frame partly written to a worker's socket.
-struct OutFrame {
-    bytes: Vec<u8>,
-    fds: Vec<RawFd>,
-    off: usize,
 }
 
 struct Worker {
@@ -119,7 +115,7 @@ impl Scheduler {
 
     /// True in the process that made the pool (a forked child's copy is inert).
     pub fn is_owner(&self) -> bool {
-        self.owner == nix::unistd::getpid()
+        self.owner.as_raw() == crate::process::fork::current_pid()
     }
 
     /// `ValueError("Pool not running")` unless running; the broken error for an executor.
@@ -333,168 +329,6 @@ impl Scheduler {
         Ok(())
     }
 
-    fn send_batch(&mut self, i: usize, batch: Vec<Chunk>) -> RtResult<()> {
-        let units = crate::program::units_since(self.workers[i].gen);
-        let units_val: Array = units
-            .iter()
-            .map(|u| Dynamic::from_array(vec![u.name.clone().into(), u.source.clone().into()]))
-            .collect();
-        let (ub, _) = crate::wire::encode(&units_val.into(), "units")?;
-        let msg: Array = batch
-            .iter()
-            .map(|c| {
-                c.job.data().running = true;
-                Dynamic::from_array(vec![
-                    (c.id as i64).into(),
-                    Dynamic::from(c.f.clone()),
-                    c.star.into(),
-                    c.items.clone().into(),
-                ])
-            })
-            .collect();
-        let (bb, fds) = crate::wire::encode(&msg.into(), "args")?;
-        let mut payload = Vec::with_capacity(4 + ub.len() + bb.len());
-        payload.extend_from_slice(&(ub.len() as u32).to_le_bytes());
-        payload.extend_from_slice(&ub);
-        payload.extend_from_slice(&bb);
-        let (h, hl) = crate::connection::framing::header(payload.len() as u64);
-        let mut bytes = h[..hl].to_vec();
-        bytes.extend_from_slice(&payload);
-        let w = &mut self.workers[i];
-        w.gen += units.len();
-        for c in batch {
-            w.outstanding.push(c.id);
-            w.out_items += c.items.len();
-            w.sent += 1;
-            self.inflight.insert(c.id, c);
-        }
-        w.out = Some(OutFrame { bytes, fds, off: 0 });
-        self.flush(i);
-        Ok(())
-    }
-
-    /// Writes what the socket takes now of a worker's partial frame (never blocks).
-    fn flush(&mut self, i: usize) {
-        let w = &mut self.workers[i];
-        let (Some(out), Some(sock)) = (w.out.as_mut(), w.sock.as_ref()) else {
-            return;
-        };
-        while out.off < out.bytes.len() {
-            let fds: &[RawFd] = if out.off == 0 { &out.fds } else { &[] };
-            match send_some(sock.as_raw_fd(), &out.bytes[out.off..], fds) {
-                Ok(n) => out.off += n,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => return, // EAGAIN: later; EPIPE: the death is noticed by its pidfd
-            }
-        }
-        w.out = None;
-    }
-
-    /// Reads results and notices deaths, without blocking. Returns true if anything happened.
-    pub fn service_io(&mut self) -> bool {
-        let mut progressed = false;
-        if !self.is_owner() {
-            return false;
-        }
-        let mut i = 0;
-        while i < self.workers.len() {
-            progressed |= self.read_available(i);
-            if readable_now(self.workers[i].pidfd) {
-                progressed = true;
-                self.read_available(i); // results written just before it died
-                self.on_death(i);
-                continue; // the worker was removed; index i is the next one
-            }
-            i += 1;
-        }
-        progressed
-    }
-
-    /// Reads whatever a worker's socket holds (never blocks) and handles whole frames.
-    fn read_available(&mut self, i: usize) -> bool {
-        let mut progressed = false;
-        let Some(fd) = self.workers[i].sock.as_ref().map(|s| s.as_raw_fd()) else {
-            return false;
-        };
-        loop {
-            let w = &mut self.workers[i];
-            let mut fds = Vec::new();
-            w.inbuf.reserve(64 * 1024);
-            let spare = w.inbuf.spare_capacity_mut();
-            match crate::connection::framing::recv_some(fd, spare, &mut fds, libc::MSG_DONTWAIT) {
-                Ok(0) => {
-                    // EOF: the worker is exiting; its pidfd tells when.
-                    w.sock = None;
-                    break;
-                }
-                Ok(n) => {
-                    // SAFETY: recvmsg initialised n more bytes.
-                    unsafe { w.inbuf.set_len(w.inbuf.len() + n) };
-                    w.infds.extend(fds);
-                }
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break, // EAGAIN: nothing more now
-            }
-        }
-        // Whole frames: [len][nfds u32][wire bytes].
-        let mut at = 0;
-        loop {
-            let buf = &self.workers[i].inbuf[at..];
-            let Some((hl, len)) = frame_len(buf) else {
-                break;
-            };
-            if buf.len() < hl + len || len < 4 {
-                break;
-            }
-            let payload = buf[hl..hl + len].to_vec();
-            at += hl + len;
-            let nfds =
-                u32::from_le_bytes([payload[0], payload[1], payload[2], payload[3]]) as usize;
-            let w = &mut self.workers[i];
-            let fds: Vec<OwnedFd> = (0..nfds).filter_map(|_| w.infds.pop_front()).collect();
-            self.on_results(i, &payload[4..], fds);
-            progressed = true;
-        }
-        self.workers[i].inbuf.drain(..at);
-        progressed
-    }
-
-    fn on_results(&mut self, i: usize, bytes: &[u8], fds: Vec<OwnedFd>) {
-        let decoded = crate::wire::decode(bytes, fds, None);
-        let Some(pair) = decoded.ok().and_then(|v| v.try_cast::<Array>()) else {
-            return;
-        };
-        {
-            // Owned, not cloned: a chunk's results are moved into the job as they are.
-            let mut parts = pair.into_iter();
-            let (Some(id), Some(rs), None) = (parts.next(), parts.next(), parts.next()) else {
-                return;
-            };
-            let id = id.as_int().unwrap_or(-1) as u64;
-            let Some(chunk) = self.inflight.remove(&id) else {
-                return;
-            };
-            let w = &mut self.workers[i];
-            w.outstanding.retain(|&c| c != id);
-            w.out_items = w.out_items.saturating_sub(chunk.items.len());
-            let rs = rs.try_cast::<Array>().unwrap_or_default();
-            let mut job = chunk.job.data();
-            let mut complete = false;
-            for (k, r) in rs.into_iter().enumerate() {
-                let mut entry = r.try_cast::<Array>().unwrap_or_default().into_iter();
-                let ok = entry.next().and_then(|b| b.as_bool().ok()).unwrap_or(false);
-                let v = entry.next().unwrap_or_default();
-                complete |= job.set(chunk.start + k, if ok { Ok(v) } else { Err(v) });
-            }
-            if complete {
-                job.running = false;
-                let cbs = job.take_callbacks();
-                drop(job);
-                self.queue_callbacks(&chunk.job, cbs);
-            }
-        }
-    }
-
     fn queue_callbacks(&mut self, job: &Job, mut cbs: Vec<(FnPtr, Dynamic)>) {
         cbs.extend(std::mem::take(&mut job.data().done_callbacks));
         self.callbacks.push_back((cbs, job.clone()));
@@ -679,31 +513,6 @@ impl Scheduler {
     }
 }
 
-fn readable_now(fd: RawFd) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    let r = unsafe { libc::poll(&mut p, 1, 0) };
-    r == 1 && p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0
-}
-
-fn send_some(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result<usize, nix::errno::Errno> {
-    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
-    let iov = [std::io::IoSlice::new(bytes)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
-    sendmsg::<()>(
-        fd,
-        &iov,
-        cmsgs,
-        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-}
-
 /// Runs due callbacks with the lock released; an error in a callback is printed, as CPython's
 /// result handler does, and does not stop the pool.
 pub fn run_callbacks(sched: &Mutex<Scheduler>, ctx: &NativeCallContext) {
@@ -744,6 +553,12 @@ pub fn wait_until(
     deadline: crate::waiting::Deadline,
     done: &dyn Fn() -> bool,
 ) -> RtResult<bool> {
+    // Already done, and no callback of another job is due: return without a service round
+    // (its poll and locks were a tenth of a `get()` loop over finished results). The next
+    // wait that is not done at once services the pool as before.
+    if done() && super::lock(sched).callbacks.is_empty() {
+        return Ok(true);
+    }
     loop {
         service(sched, ctx)?;
         if done() {
@@ -818,15 +633,4 @@ pub fn forget_all() {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clear();
-}
-
-/// The header of a frame at the start of `buf`: (header length, payload length).
-fn frame_len(buf: &[u8]) -> Option<(usize, usize)> {
-    let short = i32::from_be_bytes(buf.get(..4)?.try_into().ok()?);
-    if short == -1 {
-        let long = u64::from_be_bytes(buf.get(4..12)?.try_into().ok()?);
-        Some((12, usize::try_from(long).ok()?))
-    } else {
-        Some((4, usize::try_from(short).ok()?))
-    }
 }

@@ -17,12 +17,29 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 
 /// Script threads alive besides the main thread (maintained by the threads module). Fork
 /// copies only the calling thread, so the fork start method refuses to fork while any other
 /// script thread runs (API.md "Threads").
 pub static OTHER_SCRIPT_THREADS: AtomicUsize = AtomicUsize::new(0);
+
+/// This process's pid once asked (0: not yet). `getpid` is a syscall, and a pool asks for it
+/// several times per task (only the pool's owner may drive it); every child forked here
+/// forgets the cached value first thing.
+static PID: AtomicI32 = AtomicI32::new(0);
+
+/// This process's pid (cached; see [`PID`]).
+pub fn current_pid() -> i32 {
+    match PID.load(Ordering::Relaxed) {
+        0 => {
+            let p = nix::unistd::getpid().as_raw();
+            PID.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
 
 /// Refuses to fork when another script thread is alive.
 pub fn check_fork_allowed() -> RtResult<()> {
@@ -125,6 +142,7 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
     match unsafe { fork() } {
         Err(e) => Err(os_error(e, "fork")),
         Ok(ForkResult::Child) => {
+            PID.store(0, Ordering::Relaxed);
             // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
             if nix::unistd::getppid() != parent {
