@@ -164,3 +164,38 @@ fn spawned_children_die_with_a_killed_parent() {
         );
     }
 }
+
+#[test]
+fn children_of_an_ended_thread_die_with_a_killed_parent() {
+    // The parent-death signal is per thread: the children outlive the thread that spawned
+    // them (scripts/spawn/thread_ends_children_live.rhai) and must still die with the process.
+    let code = "let ctx = get_context(\"spawn\"); let lq = LifoQueue();\n\
+                let t = Thread(|| { let p = ctx.Process(|| sleep(60)); p.start();\n\
+                    let pool = ctx.Pool(1); lq.put([p, pool, pool.apply(|| getpid(), [])]); });\n\
+                t.start(); t.join(); let h = lq.get();\n\
+                print(h[0].pid); print(h[2]);\n\
+                loop { sleep(1); }";
+    let mut main = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(main.stdout.take().unwrap());
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        pids.push(line.trim().parse::<i32>().unwrap());
+    }
+    for &pid in &pids {
+        assert!(!wait_gone(pid, 0), "child {pid} died with its thread");
+    }
+    main.kill().unwrap();
+    main.wait().unwrap();
+    for pid in pids {
+        assert!(
+            wait_gone(pid, 10_000),
+            "spawned process {pid} outlived its killed parent"
+        );
+    }
+}

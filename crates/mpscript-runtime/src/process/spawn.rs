@@ -7,7 +7,9 @@
 //! - **`std::process::Command`** does the fork + exec: it is safe from a parent with threads
 //!   (the whole point of spawn), and reports a failed exec (bad path) as an error. The
 //!   `pre_exec` hook only makes async-signal-safe calls: keep the socket end across exec, arm
-//!   the parent-death signal, and leave if the parent already died.
+//!   the parent-death signal (blocked until the worker's entry handles it: it must fire when
+//!   the parent *process* dies, not the thread that spawned, see `parent_death`), and leave
+//!   if the parent already died.
 //! - **A handshake with deadlines, watching the child's pidfd**: the child says hello as soon
 //!   as it runs, the parent then sends the work (one frame: the program's source units, the
 //!   global constants, the target and its arguments; handles' fds as SCM_RIGHTS), and the child
@@ -262,17 +264,18 @@ pub fn launch(
     let child_fd = child_end.as_raw_fd();
     let parent_pid = nix::unistd::getpid().as_raw();
     fork::flush_before_fork();
+    let death_sig = super::parent_death::signal();
     let mut cmd = std::process::Command::new(&exe);
-    cmd.arg(WORKER_FLAG).arg(child_fd.to_string());
+    cmd.arg(WORKER_FLAG)
+        .arg(child_fd.to_string())
+        .arg(parent_pid.to_string());
     // SAFETY: the hook runs between fork and exec and makes only async-signal-safe calls
-    // (fcntl, prctl, getppid, _exit) on values computed before the fork.
+    // (fcntl, pthread_sigmask, prctl, getppid, _exit) on values computed before the fork.
     unsafe {
         cmd.pre_exec(move || {
             libc::fcntl(child_fd, libc::F_SETFD, 0); // keep this one end across exec
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != parent_pid {
-                libc::_exit(1); // the parent died before the death signal was armed
-            }
+                                                     // The death signal stays blocked across exec until the worker's entry handles it.
+            super::parent_death::arm_before_exec(death_sig, parent_pid);
             Ok(())
         });
     }
@@ -368,13 +371,17 @@ pub fn worker_entry(make_engine: impl FnOnce() -> Engine) {
     if args.next().as_deref() != Some(std::ffi::OsStr::new(WORKER_FLAG)) {
         return;
     }
-    let Some(fd) = args
-        .next()
-        .and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()))
-    else {
-        eprintln!("mpscript: {WORKER_FLAG} needs the fd of its socket");
+    let mut number = || {
+        args.next()
+            .and_then(|s| s.to_str().and_then(|s| s.parse::<i32>().ok()))
+    };
+    let (Some(fd), Some(parent)) = (number(), number()) else {
+        eprintln!("mpscript: {WORKER_FLAG} needs the fd of its socket and the parent's pid");
         fork::exit_now(2);
     };
+    // First: handle the parent-death signal blocked since before exec (a thread of the parent
+    // that ended is ignored, a dead parent process ends this one).
+    super::parent_death::arm_in_child(parent);
     // SAFETY: the parent passed this fd across exec for us alone; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: setting FD_CLOEXEC on our own fd (children we start must not inherit it).
