@@ -166,6 +166,7 @@ const SPAWN_SETS: &[&str] = &[
     "sync/",
     "errors/",
     "msg/",
+    "managers/",
     "tutorial/000_",
     "tutorial/001_",
     "tutorial/002_",

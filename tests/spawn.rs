@@ -199,3 +199,47 @@ fn children_of_an_ended_thread_die_with_a_killed_parent() {
         );
     }
 }
+
+#[test]
+fn managers_spawn_their_server_under_spawn_and_while_threads_run() {
+    // A spawned server is an exec'd worker (its command line has the worker flag), not a
+    // fork of the script; and it dies with its killed host like any spawned child.
+    let code = "let m = get_context(\"spawn\").Manager(); let d = m.dict(); d[\"a\"] = 1;\n\
+                let t = Thread(|| sleep(60)); t.start();\n\
+                let m2 = Manager(); let d2 = m2.dict(); d2[\"b\"] = d[\"a\"] + 1;\n\
+                for c in active_children() { print(c.pid); }\n\
+                print(d2[\"b\"]);\n\
+                loop { sleep(1); }";
+    let mut main = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(main.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    let pids: Vec<i32> = lines[..2].iter().map(|l| l.parse().unwrap()).collect();
+    let cmdlines: Vec<String> = pids
+        .iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+        .collect();
+    main.kill().unwrap();
+    main.wait().unwrap();
+    assert_eq!(lines[2], "2", "both managers answer");
+    for (pid, cmd) in pids.iter().zip(&cmdlines) {
+        assert!(
+            cmd.contains("--mpscript-spawn-worker"),
+            "manager {pid} was not spawned: {cmd:?}"
+        );
+    }
+    for pid in pids {
+        assert!(
+            wait_gone(pid, 10_000),
+            "manager {pid} outlived its killed parent"
+        );
+    }
+}

@@ -45,6 +45,11 @@ pub enum Role {
         /// Exit after this many chunks.
         max_tasks: Option<usize>,
     },
+    /// A manager's server: serves the listening socket passed as the one extra fd.
+    Manager {
+        /// The key clients must answer the challenge with.
+        authkey: Vec<u8>,
+    },
 }
 
 /// The Rust-typed part of the work message (postcard).
@@ -58,6 +63,8 @@ struct Header {
     parent_name: String,
     method: StartMethod,
     units: Vec<(String, String)>,
+    /// Fds sent after the values' own (a manager's listening socket).
+    extra_fds: usize,
 }
 
 fn executable() -> &'static Mutex<Option<std::path::PathBuf>> {
@@ -225,11 +232,24 @@ pub fn launch(
     values: Array,
     method: StartMethod,
 ) -> RtResult<Launched> {
+    launch_with_fds(role, handle, consts, values, method, &[])
+}
+
+/// [`launch`], also passing `extra_fds` (kept open by the caller for the call) to the child.
+pub fn launch_with_fds(
+    role: Role,
+    handle: &Process,
+    consts: &Map,
+    values: Array,
+    method: StartMethod,
+    extra_fds: &[RawFd],
+) -> RtResult<Launched> {
     check_constants(consts)?;
     let mut all = Vec::with_capacity(values.len() + 1);
     all.push(Dynamic::from_map(consts.clone()));
     all.extend(values);
-    let (body, fds) = crate::wire::encode(&Dynamic::from_array(all), "args")?;
+    let (body, mut fds) = crate::wire::encode(&Dynamic::from_array(all), "args")?;
+    fds.extend_from_slice(extra_fds);
     let me = crate::process::current_process();
     let header = {
         let d = handle.data();
@@ -245,6 +265,7 @@ pub fn launch(
                 .into_iter()
                 .map(|u| (u.name, u.source))
                 .collect(),
+            extra_fds: extra_fds.len(),
         }
     };
     let hbytes = crate::wire::to_control(&header);
@@ -480,7 +501,9 @@ fn resolve(ctx: &NativeCallContext, name: &str) -> Result<FnPtr, String> {
 fn bootstrap(ctx: &NativeCallContext, r: Received) -> i32 {
     let fd = r.sock.as_raw_fd();
     let resolver = |name: &str| resolve(ctx, name);
-    let decoded = crate::wire::decode(&r.body, r.fds, Some(&resolver))
+    let mut fds = r.fds;
+    let extra = fds.split_off(fds.len().saturating_sub(r.header.extra_fds));
+    let decoded = crate::wire::decode(&r.body, fds, Some(&resolver))
         .ok()
         .and_then(|v| v.try_cast::<Array>());
     let Some(mut values) = decoded.filter(|v| !v.is_empty()) else {
@@ -559,6 +582,15 @@ fn bootstrap(ctx: &NativeCallContext, r: Received) -> i32 {
             let code = crate::pool::worker::serve(crate::pool::worker::Caller::Ctx(ctx), setup);
             let _ = crate::threads::join_at_exit();
             code
+        }
+        Role::Manager { authkey } => {
+            let Some(listener) = extra.into_iter().next() else {
+                send_small(fd, b"Eno listening socket for the manager");
+                return 1;
+            };
+            send_small(fd, b"K");
+            drop(r.sock);
+            crate::managers::server::serve(ctx, listener, authkey.clone())
         }
     }
 }
