@@ -15,10 +15,10 @@
 //!
 //! `MPSCRIPT_SCRIPTS=substring` runs only the scripts whose path contains it.
 //!
-//! The scripts of [`SPAWN_SETS`] (processes, queues, synchronisation, shared memory, pools,
-//! the tutorial's multiprocessing seeds) run a second time under the spawn start method
-//! (`MPSCRIPT_START_METHOD=spawn`), as trials named `spawn::PATH`: what works under fork must
-//! work under spawn, with the same output.
+//! The scripts of [`SPAWN_SETS`] (processes, queues, messaging, synchronisation, shared
+//! memory, pools, the tutorial's multiprocessing seeds) run a second time under the spawn
+//! start method (`MPSCRIPT_START_METHOD=spawn`), as trials named `spawn::PATH`: what works
+//! under fork must work under spawn, with the same output.
 
 mod common;
 
@@ -165,6 +165,8 @@ const SPAWN_SETS: &[&str] = &[
     "pool/",
     "sync/",
     "errors/",
+    "msg/",
+    "managers/",
     "tutorial/000_",
     "tutorial/001_",
     "tutorial/002_",

@@ -164,3 +164,82 @@ fn spawned_children_die_with_a_killed_parent() {
         );
     }
 }
+
+#[test]
+fn children_of_an_ended_thread_die_with_a_killed_parent() {
+    // The parent-death signal is per thread: the children outlive the thread that spawned
+    // them (scripts/spawn/thread_ends_children_live.rhai) and must still die with the process.
+    let code = "let ctx = get_context(\"spawn\"); let lq = LifoQueue();\n\
+                let t = Thread(|| { let p = ctx.Process(|| sleep(60)); p.start();\n\
+                    let pool = ctx.Pool(1); lq.put([p, pool, pool.apply(|| getpid(), [])]); });\n\
+                t.start(); t.join(); let h = lq.get();\n\
+                print(h[0].pid); print(h[2]);\n\
+                loop { sleep(1); }";
+    let mut main = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(main.stdout.take().unwrap());
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        pids.push(line.trim().parse::<i32>().unwrap());
+    }
+    for &pid in &pids {
+        assert!(!wait_gone(pid, 0), "child {pid} died with its thread");
+    }
+    main.kill().unwrap();
+    main.wait().unwrap();
+    for pid in pids {
+        assert!(
+            wait_gone(pid, 10_000),
+            "spawned process {pid} outlived its killed parent"
+        );
+    }
+}
+
+#[test]
+fn managers_spawn_their_server_under_spawn_and_while_threads_run() {
+    // A spawned server is an exec'd worker (its command line has the worker flag), not a
+    // fork of the script; and it dies with its killed host like any spawned child.
+    let code = "let m = get_context(\"spawn\").Manager(); let d = m.dict(); d[\"a\"] = 1;\n\
+                let t = Thread(|| sleep(60)); t.start();\n\
+                let m2 = get_context(\"spawn\").Manager(); let d2 = m2.dict(); d2[\"b\"] = d[\"a\"] + 1;\n\
+                for c in active_children() { print(c.pid); }\n\
+                print(d2[\"b\"]);\n\
+                loop { sleep(1); }";
+    let mut main = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(main.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        lines.push(line.trim().to_string());
+    }
+    let pids: Vec<i32> = lines[..2].iter().map(|l| l.parse().unwrap()).collect();
+    let cmdlines: Vec<String> = pids
+        .iter()
+        .map(|p| std::fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default())
+        .collect();
+    main.kill().unwrap();
+    main.wait().unwrap();
+    assert_eq!(lines[2], "2", "both managers answer");
+    for (pid, cmd) in pids.iter().zip(&cmdlines) {
+        assert!(
+            cmd.contains("--mpscript-spawn-worker"),
+            "manager {pid} was not spawned: {cmd:?}"
+        );
+    }
+    for pid in pids {
+        assert!(
+            wait_gone(pid, 10_000),
+            "manager {pid} outlived its killed parent"
+        );
+    }
+}

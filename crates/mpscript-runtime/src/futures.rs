@@ -315,6 +315,12 @@ fn wait_any(
     } else {
         None
     };
+    // Other threads waiting on the same pools may consume these futures' results: they wake
+    // this wait through its eventfd (pool::wake).
+    let waiting = pools
+        .iter()
+        .map(|p| crate::pool::sched::Waiting::new(&p.0.sched))
+        .collect::<RtResult<Vec<_>>>()?;
     loop {
         let epoch = executor::completions_epoch();
         for p in &pools {
@@ -335,7 +341,12 @@ fn wait_any(
         if let Some(p) = &poller {
             fds.push(p.fd());
         }
-        crate::waiting::wait_fds_or_progress(ctx, &fds, deadline)?;
+        let first_waiting = fds.len();
+        fds.extend(waiting.iter().map(|w| w.fd()));
+        let ready = crate::waiting::wait_fds_or_progress(ctx, &fds, deadline)?;
+        for i in ready.into_iter().filter(|&i| i >= first_waiting) {
+            crate::pool::wake::drain(fds[i]); // woken: re-check
+        }
         if let Some(p) = &poller {
             p.drain();
         }

@@ -253,6 +253,31 @@ impl Runtime {
         self.finish(result)
     }
 
+    /// Runs the top level of an AST from [`Runtime::compile`] as a whole script (as
+    /// [`Runtime::run_source`]: `ARGV`, exit status, children joined at the end). The engine's
+    /// limits, which the host sets before [`Runtime::new`], apply to it as to any script.
+    ///
+    /// ```
+    /// let mut engine = mpscript_runtime::new_engine();
+    /// engine.set_max_operations(1_000_000); // a host's limits: this loop is stopped
+    /// let rt = mpscript_runtime::Runtime::new(engine);
+    /// let ast = rt
+    ///     .compile("job.rhai", "let q = Queue(); let p = Process(|q, n| q.put(n * 2), [q, parse_int(ARGV[0])]);
+    ///                           p.start(); let r = q.get(); p.join(); if r != 42 { exit(3) }
+    ///                           if ARGV.len() > 1 { loop {} }")
+    ///     .unwrap();
+    /// assert_eq!(rt.run_ast(&ast, vec!["21".into()]).unwrap(), 0);
+    /// let e = rt.run_ast(&ast, vec!["21".into(), "spin".into()]).unwrap_err();
+    /// assert!(e.report.contains("operations"), "{}", e.report);
+    /// ```
+    pub fn run_ast(&self, ast: &rhai::AST, argv: Vec<String>) -> Result<i32, ScriptError> {
+        let mut scope = Scope::new();
+        let argv: rhai::Array = argv.into_iter().map(Dynamic::from).collect();
+        scope.push_constant("ARGV", argv);
+        let result = self.engine.run_ast_with_scope(&mut scope, ast);
+        self.finish(result)
+    }
+
     /// Compiles a script for [`Runtime::call_fn`] without running its top level, and records
     /// it as the program spawned workers load (the REPL-less way a host with threads uses
     /// scripts: compile once, call functions from any thread).

@@ -2,9 +2,11 @@
 //! Namespace, Value, Queue, Lock, Event — and proxies that reach them from any process.
 //!
 //! Why built so:
-//! - The server is a process forked by `Manager()` (so it has the script's functions and can
-//!   keep closures and handles in its objects), single-threaded, one reply per request:
-//!   every proxy operation is one round trip and atomic on the server ([`server`]).
+//! - The server is a process started by `Manager()` — forked (so it has the script's functions
+//!   and can keep closures and handles in its objects), or under the spawn method and while
+//!   other script threads forbid forking, spawned (a fresh interpreter given the program's
+//!   source units, the constants and the listening socket) — single-threaded, one reply per
+//!   request: every proxy operation is one round trip and atomic on the server ([`server`]).
 //! - Transport: Python's `multiprocessing.connection` framing and authkey handshake, over an
 //!   abstract Unix socket for a local manager, or TCP for `Manager(#{address, authkey})`, which
 //!   `connect_manager(address, authkey)` reaches from another mpscript process.
@@ -263,6 +265,59 @@ pub fn call(
     }
 }
 
+/// Forks the server process (it has the script and its functions already).
+fn fork_server(
+    ctx: &NativeCallContext,
+    handle: &Process,
+    lfd: &OwnedFd,
+    authkey: &[u8],
+) -> RtResult<process::fork::Child> {
+    let key = authkey.to_vec();
+    let child_handle = handle.clone();
+    let lraw = lfd.as_raw_fd();
+    process::fork::fork_child(
+        || {
+            child_handle.data().state = process::State::Started {
+                pid: nix::unistd::getpid(),
+                pidfd: process::run::self_pidfd(),
+                creator: nix::unistd::getppid(),
+            };
+            process::become_child(&child_handle);
+            forget_all();
+        },
+        move || {
+            // SAFETY: the listening fd is ours in the child; the parent closes its copy.
+            let l = unsafe { OwnedFd::from_raw_fd(lraw) };
+            server::serve(ctx, l, key)
+        },
+    )
+}
+
+/// Starts the server as a spawned process (a fresh interpreter given the program, the
+/// constants that can travel, the authkey and the listening socket).
+fn spawn_server(
+    ctx: &NativeCallContext,
+    handle: &Process,
+    lfd: &OwnedFd,
+    authkey: &[u8],
+) -> RtResult<process::fork::Child> {
+    // Only sendable constants: the server needs them only for closures kept in its objects,
+    // and a `const` that cannot travel (a Pool) must not make Manager() fail.
+    let mut consts = process::spawn::constants_of(ctx);
+    consts.retain(|k, v| crate::wire::check_sendable(v, k).is_ok());
+    let launched = process::spawn::launch_with_fds(
+        process::spawn::Role::Manager {
+            authkey: authkey.to_vec(),
+        },
+        handle,
+        &consts,
+        Array::new(),
+        crate::context::effective(),
+        &[lfd.as_raw_fd()],
+    )?;
+    Ok(launched.child) // the socket was only for the handshake
+}
+
 /// A manager handle: the owner's (`Manager()`) or a client's (`connect_manager`).
 #[derive(Clone)]
 pub struct Manager(pub Arc<ManagerInner>);
@@ -335,7 +390,7 @@ fn forget_all() {
 }
 
 impl Manager {
-    /// `Manager()` / `Manager(#{address, authkey})`: forks the server.
+    /// `Manager()` / `Manager(#{address, authkey})`: starts the server (forked or spawned).
     pub fn start(
         ctx: &NativeCallContext,
         address: Option<&str>,
@@ -347,7 +402,12 @@ impl Manager {
                 "daemonic processes are not allowed to have children",
             ));
         }
-        process::fork::check_fork_allowed()?;
+        // Spawned under the spawn method; under fork, other script threads make it a
+        // RuntimeError as for Process.start and Pool() (API.md "Threads").
+        let spawn = crate::context::effective() == crate::context::StartMethod::Spawn;
+        if !spawn {
+            process::fork::check_fork_allowed()?;
+        }
         let authkey = match authkey {
             Some(k) => k,
             None => {
@@ -373,25 +433,11 @@ impl Manager {
         let handle = Process::new_child(Work::default());
         let n = handle.data().identity.last().copied().unwrap_or(0);
         handle.data().name = format!("SyncManager-{n}");
-        let key = authkey.clone();
-        let child_handle = handle.clone();
-        let lraw = lfd.as_raw_fd();
-        let child = process::fork::fork_child(
-            || {
-                child_handle.data().state = process::State::Started {
-                    pid: nix::unistd::getpid(),
-                    pidfd: process::run::self_pidfd(),
-                    creator: nix::unistd::getppid(),
-                };
-                process::become_child(&child_handle);
-                forget_all();
-            },
-            move || {
-                // SAFETY: the listening fd is ours in the child; the parent closes its copy.
-                let l = unsafe { OwnedFd::from_raw_fd(lraw) };
-                server::serve(ctx, l, key)
-            },
-        )?;
+        let child = if spawn {
+            spawn_server(ctx, &handle, &lfd, &authkey)?
+        } else {
+            fork_server(ctx, &handle, &lfd, &authkey)?
+        };
         drop(lfd); // only the server listens
         handle.data().state = process::State::Started {
             pid: child.pid,

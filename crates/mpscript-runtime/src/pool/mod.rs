@@ -25,6 +25,7 @@ pub mod api;
 pub mod progress;
 pub mod results;
 pub mod sched;
+pub mod wake;
 pub mod worker;
 
 pub use results::{result_entry, Job, JobKind};

@@ -81,6 +81,8 @@ pub struct Scheduler {
     /// The thread that made the pool: only its waits service the pool in the background
     /// (another thread's wait would consume results its own waiters then never hear of).
     owner_thread: std::thread::ThreadId,
+    /// The waits in progress on this pool, woken when another thread makes progress.
+    waiters: super::wake::Waiters,
 }
 
 impl Scheduler {
@@ -105,6 +107,7 @@ impl Scheduler {
             method: crate::context::StartMethod::Fork,
             constants: rhai::Map::new(),
             owner_thread: std::thread::current().id(),
+            waiters: Default::default(),
         }
     }
 
@@ -536,7 +539,9 @@ pub fn run_callbacks(sched: &Mutex<Scheduler>, ctx: &NativeCallContext) {
 pub fn service(sched: &Mutex<Scheduler>, ctx: Option<&NativeCallContext>) -> RtResult<()> {
     {
         let mut s = super::lock(sched);
-        s.service_io();
+        if s.service_io() {
+            s.waiters.wake_others(); // the progress may be another waiting thread's
+        }
         s.replace_workers(ctx)?;
         s.pump_io()?;
     }
@@ -544,6 +549,32 @@ pub fn service(sched: &Mutex<Scheduler>, ctx: Option<&NativeCallContext>) -> RtR
         run_callbacks(sched, ctx);
     }
     Ok(())
+}
+
+/// A wait of the calling thread registered with a pool (see `wake`): made before the first
+/// service of the wait, so no progress another thread makes after it is missed, as long as
+/// the wait polls [`Waiting::fd`] (and drains it once it was ready); unregistered on drop.
+pub struct Waiting<'a>(&'a Mutex<Scheduler>, Option<OwnedFd>);
+
+impl<'a> Waiting<'a> {
+    /// Registers a wait with `sched`.
+    pub fn new(sched: &'a Mutex<Scheduler>) -> RtResult<Self> {
+        let fd = super::lock(sched).waiters.register()?;
+        Ok(Waiting(sched, Some(fd)))
+    }
+
+    /// The eventfd to poll with the workers' fds.
+    pub fn fd(&self) -> RawFd {
+        self.1.as_ref().map_or(-1, |f| f.as_raw_fd())
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if let Some(fd) = self.1.take() {
+            super::lock(self.0).waiters.unregister(fd);
+        }
+    }
 }
 
 /// Makes progress until `done()` or the deadline; true if `done()` became true.
@@ -559,6 +590,8 @@ pub fn wait_until(
     if done() && super::lock(sched).callbacks.is_empty() {
         return Ok(true);
     }
+    let waiting = Waiting::new(sched)?;
+    let me = waiting.fd();
     loop {
         service(sched, ctx)?;
         if done() {
@@ -567,12 +600,16 @@ pub fn wait_until(
         if deadline.passed() {
             return Ok(false);
         }
-        let fds = super::lock(sched).wait_fds();
+        let mut fds = super::lock(sched).wait_fds();
         if fds.is_empty() {
             // No worker and nothing to wait on (terminated): done() cannot change.
             return Ok(done());
         }
-        crate::waiting::wait_fds_or_progress(ctx, &fds, deadline)?;
+        fds.push(me);
+        let ready = crate::waiting::wait_fds_or_progress(ctx, &fds, deadline)?;
+        if ready.contains(&(fds.len() - 1)) {
+            super::wake::drain(me); // woken: re-check (a later wake-up makes it ready again)
+        }
     }
 }
 

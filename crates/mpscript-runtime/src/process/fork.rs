@@ -7,9 +7,10 @@
 //! recycled pid. Every wait on a child is a `poll` on its pidfd (see `waiting`).
 //!
 //! Child bootstrap, in order: reset the per-process runtime state it inherited (children,
-//! background sources, SIGINT handling), ask for SIGKILL when the parent dies (and check the
-//! parent did not die before that took effect), run the work, flush stdout, and leave with
-//! `_exit`, never running the parent's destructors or atexit hooks (rhai-notes "Traps").
+//! background sources, SIGINT handling), ask to die with the parent process (and check the
+//! parent did not die before that took effect; see `parent_death`), run the work, flush
+//! stdout, and leave with `_exit`, never running the parent's destructors or atexit hooks
+//! (rhai-notes "Traps").
 
 use crate::errors::{mp_err, os_error, ErrorKind, RtResult};
 use nix::errno::Errno;
@@ -143,11 +144,9 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
         Err(e) => Err(os_error(e, "fork")),
         Ok(ForkResult::Child) => {
             PID.store(0, Ordering::Relaxed);
-            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag on this process.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-            if nix::unistd::getppid() != parent {
-                exit_now(1); // the parent died before the death signal was armed
-            }
+            // Dies with the parent process, not with the thread that forked (a host thread
+            // may end before its children do); leaves at once if the parent already died.
+            super::parent_death::arm_in_child(parent.as_raw());
             crate::signals::ignore_sigint();
             for fd in to_close {
                 // SAFETY: closing inherited fds this process must not hold; their owners

@@ -9,6 +9,7 @@
 //! CPython's `_exit_function` does. The start methods live in [`fork`] and [`spawn`].
 
 pub mod fork;
+pub mod parent_death;
 pub mod run;
 pub mod spawn;
 

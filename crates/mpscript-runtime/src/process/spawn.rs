@@ -7,7 +7,9 @@
 //! - **`std::process::Command`** does the fork + exec: it is safe from a parent with threads
 //!   (the whole point of spawn), and reports a failed exec (bad path) as an error. The
 //!   `pre_exec` hook only makes async-signal-safe calls: keep the socket end across exec, arm
-//!   the parent-death signal, and leave if the parent already died.
+//!   the parent-death signal (blocked until the worker's entry handles it: it must fire when
+//!   the parent *process* dies, not the thread that spawned, see `parent_death`), and leave
+//!   if the parent already died.
 //! - **A handshake with deadlines, watching the child's pidfd**: the child says hello as soon
 //!   as it runs, the parent then sends the work (one frame: the program's source units, the
 //!   global constants, the target and its arguments; handles' fds as SCM_RIGHTS), and the child
@@ -43,6 +45,11 @@ pub enum Role {
         /// Exit after this many chunks.
         max_tasks: Option<usize>,
     },
+    /// A manager's server: serves the listening socket passed as the one extra fd.
+    Manager {
+        /// The key clients must answer the challenge with.
+        authkey: Vec<u8>,
+    },
 }
 
 /// The Rust-typed part of the work message (postcard).
@@ -56,6 +63,8 @@ struct Header {
     parent_name: String,
     method: StartMethod,
     units: Vec<(String, String)>,
+    /// Fds sent after the values' own (a manager's listening socket).
+    extra_fds: usize,
 }
 
 fn executable() -> &'static Mutex<Option<std::path::PathBuf>> {
@@ -223,11 +232,24 @@ pub fn launch(
     values: Array,
     method: StartMethod,
 ) -> RtResult<Launched> {
+    launch_with_fds(role, handle, consts, values, method, &[])
+}
+
+/// [`launch`], also passing `extra_fds` (kept open by the caller for the call) to the child.
+pub fn launch_with_fds(
+    role: Role,
+    handle: &Process,
+    consts: &Map,
+    values: Array,
+    method: StartMethod,
+    extra_fds: &[RawFd],
+) -> RtResult<Launched> {
     check_constants(consts)?;
     let mut all = Vec::with_capacity(values.len() + 1);
     all.push(Dynamic::from_map(consts.clone()));
     all.extend(values);
-    let (body, fds) = crate::wire::encode(&Dynamic::from_array(all), "args")?;
+    let (body, mut fds) = crate::wire::encode(&Dynamic::from_array(all), "args")?;
+    fds.extend_from_slice(extra_fds);
     let me = crate::process::current_process();
     let header = {
         let d = handle.data();
@@ -243,6 +265,7 @@ pub fn launch(
                 .into_iter()
                 .map(|u| (u.name, u.source))
                 .collect(),
+            extra_fds: extra_fds.len(),
         }
     };
     let hbytes = crate::wire::to_control(&header);
@@ -262,17 +285,18 @@ pub fn launch(
     let child_fd = child_end.as_raw_fd();
     let parent_pid = nix::unistd::getpid().as_raw();
     fork::flush_before_fork();
+    let death_sig = super::parent_death::signal();
     let mut cmd = std::process::Command::new(&exe);
-    cmd.arg(WORKER_FLAG).arg(child_fd.to_string());
+    cmd.arg(WORKER_FLAG)
+        .arg(child_fd.to_string())
+        .arg(parent_pid.to_string());
     // SAFETY: the hook runs between fork and exec and makes only async-signal-safe calls
-    // (fcntl, prctl, getppid, _exit) on values computed before the fork.
+    // (fcntl, pthread_sigmask, prctl, getppid, _exit) on values computed before the fork.
     unsafe {
         cmd.pre_exec(move || {
             libc::fcntl(child_fd, libc::F_SETFD, 0); // keep this one end across exec
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != parent_pid {
-                libc::_exit(1); // the parent died before the death signal was armed
-            }
+                                                     // The death signal stays blocked across exec until the worker's entry handles it.
+            super::parent_death::arm_before_exec(death_sig, parent_pid);
             Ok(())
         });
     }
@@ -368,13 +392,17 @@ pub fn worker_entry(make_engine: impl FnOnce() -> Engine) {
     if args.next().as_deref() != Some(std::ffi::OsStr::new(WORKER_FLAG)) {
         return;
     }
-    let Some(fd) = args
-        .next()
-        .and_then(|s| s.to_str().and_then(|s| s.parse::<RawFd>().ok()))
-    else {
-        eprintln!("mpscript: {WORKER_FLAG} needs the fd of its socket");
+    let mut number = || {
+        args.next()
+            .and_then(|s| s.to_str().and_then(|s| s.parse::<i32>().ok()))
+    };
+    let (Some(fd), Some(parent)) = (number(), number()) else {
+        eprintln!("mpscript: {WORKER_FLAG} needs the fd of its socket and the parent's pid");
         fork::exit_now(2);
     };
+    // First: handle the parent-death signal blocked since before exec (a thread of the parent
+    // that ended is ignored, a dead parent process ends this one).
+    super::parent_death::arm_in_child(parent);
     // SAFETY: the parent passed this fd across exec for us alone; nothing else owns it.
     let sock = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: setting FD_CLOEXEC on our own fd (children we start must not inherit it).
@@ -473,7 +501,9 @@ fn resolve(ctx: &NativeCallContext, name: &str) -> Result<FnPtr, String> {
 fn bootstrap(ctx: &NativeCallContext, r: Received) -> i32 {
     let fd = r.sock.as_raw_fd();
     let resolver = |name: &str| resolve(ctx, name);
-    let decoded = crate::wire::decode(&r.body, r.fds, Some(&resolver))
+    let mut fds = r.fds;
+    let extra = fds.split_off(fds.len().saturating_sub(r.header.extra_fds));
+    let decoded = crate::wire::decode(&r.body, fds, Some(&resolver))
         .ok()
         .and_then(|v| v.try_cast::<Array>());
     let Some(mut values) = decoded.filter(|v| !v.is_empty()) else {
@@ -552,6 +582,15 @@ fn bootstrap(ctx: &NativeCallContext, r: Received) -> i32 {
             let code = crate::pool::worker::serve(crate::pool::worker::Caller::Ctx(ctx), setup);
             let _ = crate::threads::join_at_exit();
             code
+        }
+        Role::Manager { authkey } => {
+            let Some(listener) = extra.into_iter().next() else {
+                send_small(fd, b"Eno listening socket for the manager");
+                return 1;
+            };
+            send_small(fd, b"K");
+            drop(r.sock);
+            crate::managers::server::serve(ctx, listener, authkey.clone())
         }
     }
 }
