@@ -422,11 +422,12 @@ impl AsCompleted {
         }
         if s.interrupted {
             // Asked again after raising KeyboardInterrupt: rhai dropped the error (a `for`
-            // with an empty body does), so hand it to the engine's progress hook instead.
+            // with an empty body does), so hand it to the engine's progress hook instead, and
+            // yield once more: that loop checks progress after each item, not after the last.
             s.interrupted = false;
             s.failed = true;
             crate::signals::restore_interrupt();
-            return None;
+            return Some(Err(crate::signals::keyboard_interrupt()));
         }
         if s.left.is_empty() || s.failed {
             return None;
