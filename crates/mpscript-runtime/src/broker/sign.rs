@@ -146,6 +146,17 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_broker_needs_a_key() {
+        let far = crate::broker::url::parse("redis://192.0.2.1:6379").unwrap();
+        let near = crate::broker::url::parse("unix:///tmp/x.sock").unwrap();
+        assert_eq!(key_for(Some("k"), &far).unwrap(), b"k");
+        assert!(key_for(None, &near).is_ok());
+        if std::env::var_os("MPSCRIPT_AUTHKEY").is_none() {
+            assert!(key_for(None, &far).is_err());
+        }
+    }
+
+    #[test]
     fn scripts_sign_and_verify() {
         let s = sign_script(b"k", b"fn f() {}");
         let h = script_hash(b"fn f() {}");
