@@ -299,6 +299,13 @@ fn broker_remote_error_and_send_error() {
         try { p.map(|x| x, [1, l]); print("sent") } catch (e) { print(e.error); print(e.message) }
         try { Pool(#{broker: "http://nowhere"}) } catch (e) { print(e.error) }
         try { Pool(#{broker: "unix:///nonexistent/mpscript.sock"}) } catch (e) { print(e.error) }
+        let net = Manager(#{address: "127.0.0.1:0", authkey: "k"});
+        let seen = net.list([]);
+        p.map(|x| { seen.push(x); x }, [1, 2, 3]);
+        print(seen.len());
+        let local = Manager();
+        let d = local.dict(#{});
+        try { p.apply(|d| 1, [d]); print("sent") } catch (e) { print(e.error); print(e.message) }
         p.close();
         p.join();
         "#,
@@ -321,7 +328,11 @@ fn broker_remote_error_and_send_error() {
         lines[7]
     );
     // A bad scheme, an unreachable socket.
-    assert_eq!(lines[8..], ["ValueError", "OSError"], "{}", r.stdout);
+    assert_eq!(lines[8..10], ["ValueError", "OSError"], "{}", r.stdout);
+    // A networked manager's proxies travel; a local (abstract-socket) manager's do not.
+    assert_eq!(lines[10], "3");
+    assert_eq!(lines[11], "SendError");
+    assert!(lines[12].contains("DictProxy (not sendable to a remote worker)"));
 }
 
 /// Runs a one-task script whose task prints its pid and sleeps; SIGKILLs that worker.
@@ -525,4 +536,55 @@ fn broker_master_killed_leaves_expiring_keys_and_workers_serve_on() {
     );
     ok(&r);
     assert_eq!(r.stdout, "[2, 3]\n");
+}
+
+#[test]
+fn broker_script_the_worker_cannot_fetch_is_an_error() {
+    let Some(mut c) = Cluster::start("nofetch") else {
+        return;
+    };
+    let (mut child, out) = c.spawn_script(
+        "nofetch",
+        r#"
+        let p = Pool(#{lease: 30, processes: 1});
+        print("READY");
+        try { print(p.apply(|| 1, [])) } catch (e) { print(e.error); print(e.message) }
+        "#,
+    );
+    expect_line(&out, "READY", LIMIT);
+    // The program vanishes from the broker before any worker fetched it.
+    for k in c.cli(&["--scan", "--pattern", "mpscript:script:*"]).lines() {
+        if !k.is_empty() {
+            c.cli(&["DEL", k]);
+        }
+    }
+    c.worker(&["--procs", "1"]);
+    let status = child.wait().unwrap();
+    let text: Vec<String> = out.try_iter().collect();
+    assert!(status.success(), "{text:?}");
+    assert_eq!(text[0], "OSError", "{text:?}");
+    assert!(text[1].contains("cannot fetch script"), "{text:?}");
+}
+
+#[test]
+fn broker_worker_maxtasksperchild_replaces_workers() {
+    let Some(mut c) = Cluster::start("maxtasks") else {
+        return;
+    };
+    c.worker(&["--procs", "1", "--maxtasksperchild", "1"]);
+    let r = c.run(
+        "maxtasks",
+        r#"
+        let p = Pool();
+        let pids = p.map(|x| getpid(), [1, 2, 3, 4], 1);
+        let distinct = [];
+        for x in pids { if !distinct.contains(x) { distinct.push(x) } }
+        print(distinct.len());
+        p.close();
+        p.join();
+        "#,
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(r.stdout, "4\n");
 }

@@ -124,8 +124,15 @@ pub trait Broker: Send {
     fn submit(&mut self, tasks: &[TaskMsg]) -> RtResult<Vec<String>>;
     /// Results of `pool` after the last one taken, waiting up to `block` for the first.
     fn take_results(&mut self, pool: &str, block: Duration) -> RtResult<Vec<ResultMsg>>;
-    /// Posts a result for `pool`, keeping its results for `ttl`.
-    fn put_result(&mut self, pool: &str, r: &ResultMsg, ttl: Duration) -> RtResult<()>;
+    /// Posts a result for `pool`, keeping its results for `ttl`, and forgets the deliveries
+    /// `done` (the task answered) in the same round trip.
+    fn put_result(
+        &mut self,
+        pool: &str,
+        r: &ResultMsg,
+        ttl: Duration,
+        done: &[String],
+    ) -> RtResult<()>;
     /// Deliveries whose lease (idle time) is over `lease`.
     fn expired(&mut self, lease: Duration) -> RtResult<Vec<Expired>>;
     /// Forgets deliveries (done, cancelled, or replaced by a new attempt).

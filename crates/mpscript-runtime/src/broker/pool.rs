@@ -109,15 +109,21 @@ fn error_value(e: &rhai::EvalAltResult) -> Dynamic {
 /// Checks that `v` can go to a remote worker: sendable at all, and holding no OS-local handle
 /// (one whose encoding passes a file descriptor: Queue, Lock, Value, Array, Connection...).
 pub fn check_remote(ctx: Option<&NativeCallContext>, v: &Dynamic, root: &str) -> RtResult<()> {
-    match ctx {
-        Some(ctx) => crate::wire::check_sendable_in(ctx, v, root)?,
-        None => crate::wire::check_sendable(v, root)?,
-    }
-    let (_, fds) = crate::wire::encode(v, root)?;
-    if fds.is_empty() {
+    let (bytes, fds) = match crate::wire::encode(v, root) {
+        Ok(x) => x,
+        // Again with the caller's libraries, so the error names a closure's captures.
+        Err(e) => match ctx {
+            Some(ctx) => return crate::wire::check_sendable_in(ctx, v, root).and(Err(e)),
+            None => return Err(e),
+        },
+    };
+    // Cheap first: no fd and no proxy at all (the usual case) needs no walk.
+    if fds.is_empty() && !bytes.windows(5).any(|w| w == b"Proxy") {
         return Ok(());
     }
-    let (path, ty) = find_local(v, root.to_string()).unwrap_or((root.to_string(), "value".into()));
+    let Some((path, ty)) = find_local(v, root.to_string()) else {
+        return Ok(());
+    };
     Err(mp_err(
         ErrorKind::SendError,
         format!("cannot send {path}: {ty} (not sendable to a remote worker)"),
@@ -148,10 +154,23 @@ fn find_local(v: &Dynamic, path: String) -> Option<(String, String)> {
             .enumerate()
             .find_map(|(i, x)| find_local(x, format!("{path} (capture {i})")));
     }
-    match crate::wire::encode(v, "x") {
-        Ok((_, fds)) if !fds.is_empty() => Some((path, crate::wire::script_type_name(v))),
-        _ => None,
-    }
+    let local = match crate::wire::encode(v, "x") {
+        Ok((_, fds)) if !fds.is_empty() => true,
+        Ok((bytes, _)) => local_proxy(&bytes),
+        Err(_) => false,
+    };
+    local.then(|| (path, crate::wire::script_type_name(v)))
+}
+
+/// True for an encoded manager proxy whose manager listens on an abstract Unix socket
+/// (`Manager()` without an address: reachable on this machine only). A proxy's payload starts
+/// with its manager's address, `@name` for an abstract socket.
+fn local_proxy(bytes: &[u8]) -> bool {
+    let mut d = crate::wire::Decoder::new(bytes, Vec::new(), None);
+    let (Ok(_tag), Ok(name)) = (d.byte(), d.raw()) else {
+        return false;
+    };
+    name.ends_with(b"Proxy") && d.raw().is_ok_and(|addr| addr.starts_with(b"@"))
 }
 
 /// The program a worker needs: `[u32 LE length][units][constants]`, wire-encoded.

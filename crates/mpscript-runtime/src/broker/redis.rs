@@ -307,14 +307,24 @@ impl Broker for RedisBroker {
         Ok(out)
     }
 
-    fn put_result(&mut self, pool: &str, r: &ResultMsg, ttl: Duration) -> RtResult<()> {
+    fn put_result(
+        &mut self,
+        pool: &str,
+        r: &ResultMsg,
+        ttl: Duration,
+        done: &[String],
+    ) -> RtResult<()> {
         let key = results_key(pool);
         let kind = match r.kind {
             ResultKind::Done => "done",
             ResultKind::Refused => "refused",
         };
-        redis::pipe()
-            .cmd("XADD")
+        let mut p = redis::pipe();
+        if !done.is_empty() {
+            p.cmd("XACK").arg(TASKS).arg(GROUP).arg(done).ignore();
+            p.cmd("XDEL").arg(TASKS).arg(done).ignore();
+        }
+        p.cmd("XADD")
             .arg(&key)
             .arg("*")
             .arg("t")

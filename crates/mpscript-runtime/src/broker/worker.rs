@@ -36,6 +36,9 @@ pub const HEARTBEAT_TTL: Duration = Duration::from_secs(3);
 /// The longest a worker blocks waiting for a task.
 const CLAIM_BLOCK: Duration = Duration::from_secs(1);
 
+/// How long a worker trusts that a pool it saw alive still is.
+const ALIVE_CACHE: Duration = Duration::from_secs(1);
+
 /// How long a master keeps results for (workers renew it with each result).
 const RESULT_TTL: Duration = Duration::from_secs(600);
 
@@ -247,7 +250,8 @@ pub fn supervise(opts: WorkerOptions, make_engine: fn() -> Engine) -> i32 {
 /// functions exist to resolve closures against).
 struct Script {
     units: Vec<crate::program::Unit>,
-    lib: AST,
+    /// The functions plus the bootstrap, merged once.
+    ast: AST,
     consts: Vec<u8>,
 }
 
@@ -294,6 +298,7 @@ fn serve(
     let mut current_units = String::new();
     let mut broker: Option<Box<dyn Broker>> = None;
     let mut done = 0usize;
+    let mut alive: HashMap<String, Instant> = HashMap::new();
     loop {
         if nix::unistd::getppid() != parent {
             return 0; // the supervisor is gone
@@ -318,7 +323,7 @@ fn serve(
             }
         };
         let Claimed { entry, msg } = claimed;
-        let task = match msg {
+        let mut task = match msg {
             Ok(t) => t,
             Err(why) => {
                 log(&format!("dropping a malformed task {entry}: {why}"));
@@ -336,23 +341,32 @@ fn serve(
                 "a worker refused the task: it is not signed with the worker's authkey (check \
                  authkey / MPSCRIPT_AUTHKEY on both sides)",
             );
-            refuse(b.as_mut(), key, consumer, &task, &err);
-            let _ = b.ack(&[entry]);
+            refuse(b.as_mut(), key, consumer, (&task, &entry), &err);
             continue;
         }
-        match b.pool_alive(&task.pool) {
-            Ok(true) => {}
-            Ok(false) => {
-                let _ = b.ack(&[entry]); // its master is gone: dropped, not run
-                continue;
-            }
-            Err(_) => {
-                broker = None;
-                continue;
+        // A pool seen alive within ALIVE_CACHE is not asked again (one round trip less per
+        // chunk; a dead master's tasks may run that much longer).
+        let fresh = alive
+            .get(&task.pool)
+            .is_some_and(|t| t.elapsed() < ALIVE_CACHE);
+        if !fresh {
+            match b.pool_alive(&task.pool) {
+                Ok(true) => {
+                    alive.retain(|_, t| t.elapsed() < ALIVE_CACHE);
+                    alive.insert(task.pool.clone(), Instant::now());
+                }
+                Ok(false) => {
+                    let _ = b.ack(&[entry]); // its master is gone: dropped, not run
+                    continue;
+                }
+                Err(_) => {
+                    broker = None;
+                    continue;
+                }
             }
         }
         if !scripts.contains_key(&task.script) {
-            let s = load_script(b.as_mut(), engine, key, &task.script);
+            let s = load_script(b.as_mut(), engine, key, &task.script, &boot);
             if let Err(e) = &s {
                 log(&format!(
                     "cannot use script {}: {}",
@@ -368,8 +382,7 @@ fn serve(
         let script = match &scripts[&task.script] {
             Ok(s) => s,
             Err(e) => {
-                refuse(b.as_mut(), key, consumer, &task, e);
-                let _ = b.ack(&[entry]);
+                refuse(b.as_mut(), key, consumer, (&task, &entry), e);
                 scripts.remove(&task.script); // fetched again next time (it may appear)
                 continue;
             }
@@ -384,22 +397,17 @@ fn serve(
         }
         *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(ChunkWork {
             consts: script.consts.clone(),
-            body: task.body.clone(),
+            body: std::mem::take(&mut task.body),
             out: None,
         });
-        let mut ast = script.lib.merge(&boot);
-        if let Some(u) = script.units.first() {
-            ast.set_source(u.name.as_str());
-        }
-        let run = engine.eval_ast::<rhai::INT>(&ast);
+        let run = engine.eval_ast::<rhai::INT>(&script.ast);
         let work = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
         let out = match (run, work.and_then(|w| w.out)) {
             (_, Some(Err(code))) => return code, // exit() in a task ends the worker
             (_, Some(Ok(bytes))) => bytes,
             (Err(e), None) => {
                 let err = crate::pool::results::remote_error(&e);
-                refuse(b.as_mut(), key, consumer, &task, &err);
-                let _ = b.ack(&[entry]);
+                refuse(b.as_mut(), key, consumer, (&task, &entry), &err);
                 continue;
             }
             (Ok(_), None) => continue,
@@ -412,11 +420,10 @@ fn serve(
             mac: Vec::new(),
         };
         r.mac = super::sign::result_mac(key, &task.pool, &r);
-        if b.put_result(&task.pool, &r, RESULT_TTL).is_err() {
+        if b.put_result(&task.pool, &r, RESULT_TTL, &[entry]).is_err() {
             broker = None; // the lease runs out; the master decides
             continue;
         }
-        let _ = b.ack(&[entry]);
         done += 1;
         if max.is_some_and(|m| done >= m) {
             return 0;
@@ -442,7 +449,13 @@ fn error_map(kind: ErrorKind, msg: &str) -> Dynamic {
 }
 
 /// Answers a task with an error for all its items (a refusal).
-fn refuse(b: &mut dyn Broker, key: &[u8], consumer: &str, task: &TaskMsg, err: &Dynamic) {
+fn refuse(
+    b: &mut dyn Broker,
+    key: &[u8],
+    consumer: &str,
+    (task, entry): (&TaskMsg, &str),
+    err: &Dynamic,
+) {
     let body = crate::wire::encode(err, "error")
         .map(|(b, _)| b)
         .unwrap_or_default();
@@ -454,7 +467,7 @@ fn refuse(b: &mut dyn Broker, key: &[u8], consumer: &str, task: &TaskMsg, err: &
         mac: Vec::new(),
     };
     r.mac = super::sign::result_mac(key, &task.pool, &r);
-    let _ = b.put_result(&task.pool, &r, RESULT_TTL);
+    let _ = b.put_result(&task.pool, &r, RESULT_TTL, &[entry.to_string()]);
 }
 
 /// Fetches, checks and compiles a program (functions only: its top level never runs).
@@ -463,6 +476,7 @@ fn load_script(
     engine: &Engine,
     key: &[u8],
     hash: &str,
+    boot: &AST,
 ) -> Result<Script, Dynamic> {
     let signed = match b.fetch_script(hash) {
         Ok(Some(s)) => s,
@@ -515,9 +529,13 @@ fn load_script(
             }
         }
     }
+    let mut ast = lib.merge(boot);
+    if let Some(u) = units.first() {
+        ast.set_source(u.name.as_str());
+    }
     Ok(Script {
         units,
-        lib,
+        ast,
         consts: payload[4 + n..].to_vec(),
     })
 }
