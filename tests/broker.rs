@@ -588,3 +588,25 @@ fn broker_worker_maxtasksperchild_replaces_workers() {
     ok(&r);
     assert_eq!(r.stdout, "4\n");
 }
+
+#[test]
+fn broker_ctrl_c_interrupts_a_wait() {
+    let Some(mut c) = Cluster::start("ctrlc") else {
+        return;
+    };
+    let w = c.worker(&["--procs", "1"]);
+    let (mut child, _out) = c.spawn_script(
+        "ctrlc",
+        r#"
+        let p = Pool(#{lease: 30});
+        p.apply(|| { print(`TASK ${getpid()}`); sleep(30); 1 }, []);
+        print("not interrupted");
+        "#,
+    );
+    expect_line(&c.workers[w].lines, "TASK ", LIMIT);
+    let pid = child.id() as i32;
+    // SAFETY: kill(2) on the script's process.
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    assert!(wait_gone(pid, 10_000), "the script did not stop on Ctrl-C");
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+}
