@@ -357,7 +357,8 @@ fn kill_mid_task(retries: i64) -> (String, usize) {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     assert!(wait_gone(pid, 10_000));
     let status = child.wait().unwrap();
-    let text: Vec<String> = out.try_iter().collect();
+    // The script has exited: its output ends (EOF) once the reader has it all.
+    let text: Vec<String> = out.iter().collect();
     assert!(status.success(), "{text:?}");
     let runs = 1 + c.workers[w]
         .lines
@@ -451,7 +452,8 @@ fn broker_killed_is_os_error() {
     expect_line(&c.workers[w].lines, "TASK ", LIMIT);
     c.kill_server();
     let status = child.wait().unwrap();
-    let text: Vec<String> = out.try_iter().collect();
+    // The script has exited: its output ends (EOF) once the reader has it all.
+    let text: Vec<String> = out.iter().collect();
     assert!(status.success(), "{text:?}");
     assert_eq!(text, ["OSError"]);
 }
@@ -560,7 +562,8 @@ fn broker_script_the_worker_cannot_fetch_is_an_error() {
     }
     c.worker(&["--procs", "1"]);
     let status = child.wait().unwrap();
-    let text: Vec<String> = out.try_iter().collect();
+    // The script has exited: its output ends (EOF) once the reader has it all.
+    let text: Vec<String> = out.iter().collect();
     assert!(status.success(), "{text:?}");
     assert_eq!(text[0], "OSError", "{text:?}");
     assert!(text[1].contains("cannot fetch script"), "{text:?}");
