@@ -15,3 +15,5 @@ mod repl;
 mod tutorial_doc;
 // The spawn start method: start failures, parent death, threads.
 mod spawn;
+// Pools on a Redis-protocol broker, with a real redis-server and `mpscript worker`s.
+mod broker;

@@ -324,13 +324,18 @@ fn wait_any(
     loop {
         let epoch = executor::completions_epoch();
         for p in &pools {
-            crate::pool::sched::service(&p.0.sched, ctx)?;
+            p.service(ctx)?;
         }
         let states: Vec<bool> = futs.iter().map(Future::is_ready).collect();
         if cond(&states) || deadline.passed() {
             return Ok(states);
         }
-        let mut fds: Vec<i32> = pools.iter().flat_map(|p| p.sched().wait_fds()).collect();
+        // A pool on a broker waits in the server, one bounded slice at a time.
+        if let Some(r) = pools.iter().find_map(|p| p.remote()) {
+            r.wait_slice(ctx, deadline)?;
+            continue;
+        }
+        let mut fds: Vec<i32> = pools.iter().flat_map(|p| p.wait_fds()).collect();
         if fds.is_empty() {
             if !threads {
                 return Ok(states); // no worker left to change anything

@@ -29,6 +29,8 @@
 //! - [`pool`]: `Pool`, `AsyncResult`, imap: workers that never hang when one dies.
 //! - [`global`]: runtime registries as statics (threads) or per-thread values (no threads).
 //! - [`futures`]: `ProcessPoolExecutor`, `Future`, `as_completed`, `wait` on the pool core.
+//! - [`broker`]: pools and executors whose workers (`mpscript worker`) are on many machines,
+//!   through a Redis-protocol broker.
 //! - [`managers`]: `Manager()`: a server process of shared objects, and their proxies.
 //! - [`listener`]: Listener/Client: Python's connection protocol, handshake, pickles.
 //! - [`synchronize`]: Lock, RLock, Semaphore, BoundedSemaphore, Event, Condition, Barrier.
@@ -42,6 +44,7 @@
 // feature their contents are not, and no thread shares them (see `global`).
 #![cfg_attr(not(feature = "threads"), allow(clippy::arc_with_non_send_sync))]
 
+pub mod broker;
 pub mod connection;
 pub mod context;
 pub mod errors;

@@ -3,7 +3,8 @@
 //! Thin by design (as ripgrep's `main.rs`): parse the command line, hand the script to
 //! `mpscript_runtime::Runtime`, and map the outcome to an exit status — 0, the script's
 //! `exit(n)`, 1 for an uncaught error, 2 for bad usage or a missing file, 130 after an
-//! uncaught `KeyboardInterrupt`.
+//! uncaught `KeyboardInterrupt`. `mpscript worker --broker URL` serves a broker's pools (the
+//! logic is `mpscript_runtime::broker::worker`).
 
 mod repl;
 
@@ -41,10 +42,54 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("mpscript: internal error (please report it): {info}");
     }));
+    let run: fn() -> ExitCode = if std::env::args().nth(1).as_deref() == Some("worker") {
+        run_worker
+    } else {
+        run
+    };
     match std::panic::catch_unwind(run) {
         Ok(code) => code,
         Err(_) => ExitCode::from(70),
     }
+}
+
+/// `mpscript worker ...`: serve the pools of a broker (issue 15).
+#[derive(Parser, Debug)]
+#[command(
+    name = "mpscript worker",
+    about = "Serve the pools and executors of a broker: forks N workers and restarts them when they die"
+)]
+struct WorkerCli {
+    /// The broker: redis://[user:pass@]host[:port], rediss://... (TLS) or unix:///path.
+    #[arg(long, value_name = "URL", env = "MPSCRIPT_BROKER")]
+    broker: String,
+    /// Number of worker processes (default: the CPU count).
+    #[arg(long, value_name = "N")]
+    procs: Option<usize>,
+    /// Replace a worker after it has run K chunks.
+    #[arg(long, value_name = "K")]
+    maxtasksperchild: Option<usize>,
+    /// The key tasks must be signed with (default: MPSCRIPT_AUTHKEY; required off loopback).
+    #[arg(long, value_name = "KEY")]
+    authkey: Option<String>,
+}
+
+fn run_worker() -> ExitCode {
+    let cli = match WorkerCli::try_parse_from(std::env::args().skip(1)) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let opts = mpscript_runtime::broker::worker::WorkerOptions {
+        url: cli.broker,
+        procs: cli.procs,
+        maxtasksperchild: cli.maxtasksperchild,
+        authkey: cli.authkey,
+    };
+    let code = mpscript_runtime::broker::worker::supervise(opts, mpscript_runtime::new_engine);
+    ExitCode::from(code as u8)
 }
 
 fn run() -> ExitCode {

@@ -66,6 +66,9 @@ pub struct Pool(pub Arc<PoolHandle>);
 pub struct PoolHandle {
     /// The scheduler state.
     pub sched: Arc<Mutex<sched::Scheduler>>,
+    /// Set for a pool whose workers are on a broker: it takes over submitting and waiting
+    /// (the scheduler then only keeps the status and the broken error).
+    pub remote: Option<Arc<crate::broker::pool::RemotePool>>,
 }
 
 impl Drop for PoolHandle {
@@ -141,7 +144,10 @@ impl Pool {
         lock(&sched).background = Some(bg.clone());
         crate::waiting::add_background(&bg);
         sched::remember(&sched);
-        Ok(Pool(Arc::new(PoolHandle { sched })))
+        Ok(Pool(Arc::new(PoolHandle {
+            sched,
+            remote: None,
+        })))
     }
 
     /// Locks the scheduler.
@@ -166,6 +172,10 @@ impl Pool {
         callback: Option<FnPtr>,
         error_callback: Option<FnPtr>,
     ) -> RtResult<AsyncResult> {
+        if let Some(r) = &self.0.remote {
+            let (cb, ecb) = (callback, error_callback);
+            return r.submit(self, ctx, kind, f, star, items, chunksize, cb, ecb);
+        }
         self.check_running()?;
         if chunksize == Some(0) {
             return Err(value_error("chunksize must be a positive int"));
@@ -242,17 +252,44 @@ impl Pool {
         deadline: crate::waiting::Deadline,
         done: &dyn Fn() -> bool,
     ) -> RtResult<bool> {
-        sched::wait_until(&self.0.sched, ctx, deadline, done)
+        match &self.0.remote {
+            Some(r) => r.wait_until(ctx, deadline, done),
+            None => sched::wait_until(&self.0.sched, ctx, deadline, done),
+        }
+    }
+
+    /// One service round without blocking (results, deaths, dispatch, callbacks).
+    pub fn service(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        match &self.0.remote {
+            Some(r) => r.service(ctx),
+            None => sched::service(&self.0.sched, ctx),
+        }
+    }
+
+    /// The fds a wait on this pool polls (none for a pool on a broker: see [`Pool::remote`]).
+    pub fn wait_fds(&self) -> Vec<std::os::fd::RawFd> {
+        self.sched().wait_fds()
+    }
+
+    /// The broker side of a pool on a broker (its waits block in the server, not on fds).
+    pub fn remote(&self) -> Option<&Arc<crate::broker::pool::RemotePool>> {
+        self.0.remote.as_ref()
     }
 
     /// `close()`: no more tasks; workers exit once the queued work is done.
     pub fn close(&self) {
-        self.sched().close();
+        match &self.0.remote {
+            Some(r) => r.close(self),
+            None => self.sched().close(),
+        }
     }
 
     /// `terminate()`: kills the workers at once; unfinished tasks fail.
     pub fn terminate(&self) {
-        self.sched().terminate();
+        match &self.0.remote {
+            Some(r) => r.terminate(self),
+            None => self.sched().terminate(),
+        }
     }
 
     /// `join()`: after close/terminate, waits for every worker to exit.
@@ -262,6 +299,9 @@ impl Pool {
             if s.status == sched::Status::Running {
                 return Err(value_error("join() before close() or terminate()"));
             }
+        }
+        if let Some(r) = &self.0.remote {
+            return r.join(ctx);
         }
         let sched = self.0.sched.clone();
         self.wait_until(ctx, crate::waiting::Deadline::never(), &move || {

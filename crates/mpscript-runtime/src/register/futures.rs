@@ -223,12 +223,22 @@ pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<AsCompleted>("AsCompleted");
     engine.register_iterator_result::<AsCompleted, Future>();
 
-    reg!(engine, "ProcessPoolExecutor", |ctx: NativeCallContext| {
-        Executor::new(&ctx, None)
-    });
+    reg!(
+        engine,
+        "ProcessPoolExecutor",
+        |ctx: NativeCallContext| -> RtResult<Executor> {
+            if let Some(e) = super::broker::remote_executor(&ctx, None)? {
+                return Ok(e); // MPSCRIPT_BROKER
+            }
+            Executor::new(&ctx, None)
+        }
+    );
     reg!(engine, "ProcessPoolExecutor", |ctx: NativeCallContext,
                                          n: Dynamic|
      -> RtResult<Executor> {
+        if let Some(e) = super::broker::remote_executor(&ctx, Some(&n))? {
+            return Ok(e); // #{broker: URL} or MPSCRIPT_BROKER
+        }
         Executor::new(&ctx, workers_arg(&n)?)
     });
     reg!(engine, "ThreadPoolExecutor", || ThreadPoolExecutor::new(

@@ -5,6 +5,7 @@
 //! registers it *volatile*: Rhai's optimiser may otherwise fold a call with constant arguments
 //! (`getpid()`, `Queue()`) at compile time, whatever optimisation level a host picks.
 
+pub mod broker;
 pub mod connection;
 pub mod context;
 pub mod futures;

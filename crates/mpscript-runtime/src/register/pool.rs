@@ -103,13 +103,18 @@ pub fn register(engine: &mut Engine) {
     engine.register_type_with_name::<ImapIter>("IMapIterator");
     engine.register_iterator_result::<ImapIter, Dynamic>();
 
-    reg!(engine, "Pool", |ctx: NativeCallContext| new_pool(
-        &ctx,
-        PoolOptions::default()
-    ));
+    reg!(engine, "Pool", |ctx: NativeCallContext| -> RtResult<Pool> {
+        if let Some(p) = super::broker::remote_pool(&ctx, None, OnDeath::Replace)? {
+            return Ok(p); // MPSCRIPT_BROKER
+        }
+        new_pool(&ctx, PoolOptions::default())
+    });
     reg!(engine, "Pool", |ctx: NativeCallContext,
                           arg: Dynamic|
      -> RtResult<Pool> {
+        if let Some(p) = super::broker::remote_pool(&ctx, Some(&arg), OnDeath::Replace)? {
+            return Ok(p); // #{broker: URL} or MPSCRIPT_BROKER
+        }
         if let Some(m) = arg.clone().try_cast::<Map>() {
             return new_pool(&ctx, options(&m)?);
         }
