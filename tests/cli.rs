@@ -2,6 +2,7 @@
 
 use crate::common::{bin, run};
 use std::time::Duration;
+use wait_timeout::ChildExt;
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -192,4 +193,53 @@ fn sigint_raises_keyboard_interrupt_and_ends_children() {
     assert_eq!(o.status.code(), Some(130));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.starts_with("KeyboardInterrupt"), "{err}");
+}
+
+// Rhai drops the error an iterator yields inside a `for` loop whose body is empty; Ctrl-C
+// there must still end the script (KeyboardInterrupt, status 130), not wait for the task.
+#[test]
+fn sigint_ends_an_empty_bodied_loop_over_results() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    for lp in [
+        "for r in p.imap(|x| sleep(60), [1]) { }",
+        "for r in p.imap_unordered(|x| sleep(60), [1]) { }",
+        "for f in as_completed([ex.submit(|| sleep(60))]) { }",
+    ] {
+        let (_d, path) = script(
+            "loop.rhai",
+            &format!(
+                "let p = Pool(1); let ex = ProcessPoolExecutor(1);\nprint(\"ready\");\n{lp}\n"
+            ),
+        );
+        let mut child = Command::new(bin())
+            .arg(&path)
+            .env("MPSCRIPT_LEAK_CHECK", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line, "ready\n");
+        // A signal that lands before the loop blocks is seen at its next check; resend until
+        // the script ends, within a bound far below the task's 60 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            if let Some(s) = child.wait_timeout(Duration::from_millis(200)).unwrap() {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`{lp}` went on waiting after Ctrl-C");
+            }
+        };
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert_eq!(status.code(), Some(130), "`{lp}`: {err}");
+        assert!(err.starts_with("KeyboardInterrupt"), "`{lp}`: {err}");
+    }
 }

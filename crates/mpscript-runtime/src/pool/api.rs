@@ -181,16 +181,31 @@ impl ImapIter {
 }
 
 /// The Rust iterator Rhai's `for` drives.
-pub struct ImapIterator(ImapIter);
+pub struct ImapIterator {
+    iter: ImapIter,
+    /// The last item was a KeyboardInterrupt.
+    interrupted: bool,
+}
 
 impl Iterator for ImapIterator {
     type Item = RtResult<Dynamic>;
     fn next(&mut self) -> Option<Self::Item> {
-        match self.0.next_outcome(None) {
+        if std::mem::take(&mut self.interrupted) {
+            // Asked again after a KeyboardInterrupt: rhai dropped it (a `for` with an empty
+            // body does). Hand it to the engine's progress hook, which that loop calls after
+            // this item, instead of waiting again with Ctrl-C lost.
+            crate::signals::restore_interrupt();
+            return Some(Err(crate::signals::keyboard_interrupt()));
+        }
+        match self.iter.next_outcome(None) {
             Ok(Some(Ok(v))) => Some(Ok(v)),
             Ok(Some(Err(e))) => Some(Err(raise(e))),
             Ok(None) => None,
-            Err(e) => Some(Err(e)),
+            Err(e) => {
+                self.interrupted =
+                    crate::errors::kind_of(&e).as_deref() == Some("KeyboardInterrupt");
+                Some(Err(e))
+            }
         }
     }
 }
@@ -199,7 +214,10 @@ impl IntoIterator for ImapIter {
     type Item = RtResult<Dynamic>;
     type IntoIter = ImapIterator;
     fn into_iter(self) -> ImapIterator {
-        ImapIterator(self)
+        ImapIterator {
+            iter: self,
+            interrupted: false,
+        }
     }
 }
 
