@@ -9,6 +9,12 @@
 //!   definition (`FnPtr::from(def)`), as a worker could per chunk.
 //! - `rhai_chunk_call`: the alternative of one script loop per chunk calling `f.call(x)` (see
 //!   its function): slower than `rhai_call`, so not used.
+//! - `rhai_chunk_driver`: a per-chunk driver compiled per task name with a direct
+//!   script-to-script call (`fn __mp_map_double(xs) { for x in xs { this.push(double(x)); } }`),
+//!   called once per chunk. Measured 950–1400 ns an item against 360–415 for
+//!   `rhai_call_linked` in the same runs: rhai's in-script call of a one-argument function
+//!   (plus `push`) costs more than `call_raw` of a linked definition, so the worker does not
+//!   use a driver.
 //! - `wire_item`: the runtime's codec share per item of a 25 000-item chunk (pool_map's default
 //!   chunksize for 200 000 items on 2 workers): the task chunk encoded (parent) and decoded
 //!   (worker), the result chunk (`[id, true, values]`: every task succeeded) encoded (worker)
@@ -110,6 +116,54 @@ fn rhai_chunk_call_ns() -> f64 {
         .unwrap()
 }
 
+/// The per-chunk driver a worker compiles once per task function name
+/// (`fn __mp_map_double(xs) { for x in xs { this.push(double(x)); } }`, a direct
+/// script-to-script call) and calls ONCE per chunk with the results array as `this`.
+fn rhai_chunk_driver_ns() -> f64 {
+    let mut engine = mpscript_runtime::new_engine();
+    let helper = engine
+        .compile("fn __mp_map_double(xs) { for x in xs { this.push(double(x)); } }")
+        .unwrap();
+    let helper_lib = helper.shared_lib().clone();
+    engine.register_fn(
+        "bench_driver",
+        move |ctx: NativeCallContext, n: i64| -> f64 {
+            let mut g = ctx.global_runtime_state().clone();
+            g.lib.push(helper_lib.clone());
+            let ctx2 = NativeCallContext::new_with_all_fields(
+                ctx.engine(),
+                "map",
+                None,
+                &g,
+                rhai::Position::NONE,
+            );
+            let def = helper_lib.get_script_fn("__mp_map_double", 1).unwrap();
+            let driver = FnPtr::from(def.clone());
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let xs: Array = (0..n).map(Dynamic::from).collect();
+                let t = Instant::now();
+                let mut out = Dynamic::from_array(Array::with_capacity(n as usize));
+                let _ = driver
+                    .call_raw(&ctx2, Some(&mut out), [Dynamic::from_array(xs)])
+                    .unwrap();
+                let s: i64 = out
+                    .into_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_int().unwrap())
+                    .sum();
+                assert_eq!(s, n * (n - 1));
+                best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+            }
+            best
+        },
+    );
+    engine
+        .eval::<f64>("fn double(x) { x * 2 } bench_driver(300000)")
+        .unwrap()
+}
+
 fn rhai_fnptr_call_ns() -> f64 {
     let engine = mpscript_runtime::new_engine();
     let ast = engine.compile("fn double(x) { x * 2 }").unwrap();
@@ -175,6 +229,10 @@ fn main() {
     let codec = wire_item_ns();
     let chunk_call = rhai_chunk_call_ns();
     let linked_call = call_raw_bench(true);
+    let driver = rhai_chunk_driver_ns();
+    if all || which.iter().any(|w| w == "rhai_chunk_driver") {
+        println!("rhai_chunk_driver {driver:.1} ns/call");
+    }
     if all || which.iter().any(|w| w == "rhai_call_linked") {
         println!("rhai_call_linked {linked_call:.1} ns/call");
     }

@@ -231,7 +231,18 @@ pub fn map(
     chunksize: Option<usize>,
 ) -> RtResult<Dynamic> {
     let r = pool.submit(ctx, JobKind::Map, f, star, xs, chunksize, None, None)?;
-    r.get(ctx, None)
+    wait_job(&r.pool, &r.job, Some(ctx), None)?;
+    // Nobody else holds this job (no handle was returned, and its callbacks, if any, have
+    // run): its results are moved out, not copied.
+    let mut d = r.job.data();
+    if let Some(e) = d.first_error() {
+        return Err(raise(e));
+    }
+    Ok(std::mem::take(&mut d.results)
+        .into_iter()
+        .map(|r| r.and_then(Result::ok).unwrap_or_default())
+        .collect::<Array>()
+        .into())
 }
 
 /// `pool.apply(f, args)`: one task, blocking.

@@ -145,7 +145,9 @@ impl JobData {
             },
             JobKind::Map => match self.first_error() {
                 Some(e) => out.extend(self.error_callback.clone().map(|f| (f, e))),
-                None => {
+                // The whole result array is built only for a callback (a map with none paid
+                // a copy of every result here).
+                None if self.callback.is_some() => {
                     let all: Array = self
                         .results
                         .iter()
@@ -153,6 +155,7 @@ impl JobData {
                         .collect();
                     out.extend(self.callback.clone().map(|f| (f, all.into())));
                 }
+                None => {}
             },
             JobKind::Imap | JobKind::ImapUnordered => {}
         }
