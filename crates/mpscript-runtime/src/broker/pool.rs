@@ -94,6 +94,8 @@ struct Master {
     sched: Arc<Mutex<Scheduler>>,
     cancelled: bool,
     bad_signatures: u64,
+    /// Its registration as a background source (see [`super::background`]).
+    background: Option<Arc<dyn crate::waiting::Background>>,
 }
 
 /// A pool whose workers are on a broker (see the module docs).
@@ -245,9 +247,14 @@ pub fn new_pool(ctx: &NativeCallContext, opts: RemoteOptions, on_death: OnDeath)
         sched: sched.clone(),
         cancelled: false,
         bad_signatures: 0,
+        background: None,
     };
     m.publish_script(ctx)?;
     let remote = Arc::new(RemotePool(Mutex::new(m)));
+    let bg: Arc<dyn crate::waiting::Background> =
+        Arc::new(super::background::BackgroundRemote::new(&remote)?);
+    crate::waiting::add_background(&bg);
+    remote.master().background = Some(bg);
     Ok(Pool(Arc::new(crate::pool::PoolHandle {
         sched,
         remote: Some(remote),
@@ -672,8 +679,8 @@ impl RemotePool {
             JobKind::Apply => 1,
             _ => crate::pool::default_chunksize(items.len(), m.processes),
         });
-        // A remote task may be running as soon as it is queued: cancel() cannot promise it
-        // will not run, so a remote future counts as running from the start.
+        // A remote task may be running as soon as it is queued, so a remote future counts as
+        // running from the start; cancel() asks the broker instead ([`RemotePool::try_cancel`]).
         job.data().running = true;
         if items.is_empty() {
             m.callbacks
@@ -709,6 +716,64 @@ impl RemotePool {
             self.run_callbacks(ctx);
         }
         Ok(())
+    }
+
+    /// When a wait elsewhere should next give this pool a round: `None` for never (not the
+    /// owner, cancelled, or inside the pool's own call), zero while callbacks are due, at most
+    /// [`super::background::POLL`] while tasks are out, else at the next maintenance.
+    pub fn next_poll(&self) -> Option<Duration> {
+        let m = self.0.try_lock().ok()?;
+        if !m.is_owner() || m.cancelled {
+            return None;
+        }
+        let maint = m.next_maintenance.saturating_duration_since(Instant::now());
+        Some(if !m.callbacks.is_empty() {
+            Duration::ZERO
+        } else if !m.tasks.is_empty() {
+            maint.min(super::background::POLL)
+        } else {
+            maint
+        })
+    }
+
+    /// One round for a wait elsewhere (see [`super::background`]); nothing when the pool is
+    /// inside its own call.
+    pub fn service_from_background(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        match self.0.try_lock() {
+            Ok(mut m) => m.service(Duration::ZERO)?,
+            Err(_) => return Ok(()),
+        }
+        if let Some(ctx) = ctx {
+            self.run_callbacks(ctx);
+        }
+        Ok(())
+    }
+
+    /// `Future.cancel()` of a job on this pool: true (and the task is gone from the broker)
+    /// if no worker has taken it yet; false once one has, or for a job of several chunks.
+    pub fn try_cancel(&self, job: &Job) -> RtResult<bool> {
+        let mut m = self.master();
+        if !m.is_owner() {
+            return Ok(false);
+        }
+        let mine: Vec<u64> = m
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.job == *job)
+            .map(|(id, _)| *id)
+            .collect();
+        let [tid] = mine[..] else {
+            return Ok(false);
+        };
+        let entry = m.tasks[&tid].entry.clone();
+        if !m.call(|b| b.cancel_pending(&entry))? {
+            return Ok(false);
+        }
+        m.tasks.remove(&tid);
+        m.by_entry.remove(&entry);
+        // No outcome will come, so no callback either: waits on it must not wait for one.
+        job.data().callbacks_done = true;
+        Ok(true)
     }
 
     /// Waits up to one slice (bounded by `deadline`) for results.
