@@ -29,6 +29,7 @@ pub mod pool;
 pub mod redis;
 pub mod sign;
 pub mod url;
+pub mod values;
 pub mod worker;
 
 use crate::errors::{mp_err, ErrorKind, RtResult};
