@@ -18,6 +18,10 @@ struct Cluster {
     dir: PathBuf,
     server: Option<Child>,
     workers: Vec<Worker>,
+    /// Extra redis-server arguments (a password, an ACL user, TLS).
+    extra: Vec<String>,
+    /// The URL scripts and workers use (default: the Unix socket).
+    url: Option<String>,
 }
 
 /// A running `mpscript worker` and the lines it prints (stdout and stderr, merged).
@@ -71,6 +75,14 @@ fn expect_line(rx: &Receiver<String>, needle: &str, limit: Duration) -> String {
 impl Cluster {
     /// A fresh server; `None` (skip) when redis-server is not installed outside CI.
     fn start(name: &str) -> Option<Cluster> {
+        Cluster::start_with(name, |_| (Vec::new(), None))
+    }
+
+    /// A fresh server with extra arguments and its own URL, both made from the temp dir.
+    fn start_with(
+        name: &str,
+        setup: impl FnOnce(&std::path::Path) -> (Vec<String>, Option<String>),
+    ) -> Option<Cluster> {
         if !have_redis() {
             return None;
         }
@@ -78,10 +90,13 @@ impl Cluster {
             std::env::temp_dir().join(format!("mpscript-broker-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let (extra, url) = setup(&dir);
         let mut c = Cluster {
             dir,
             server: None,
             workers: Vec::new(),
+            extra,
+            url,
         };
         c.start_server();
         Some(c)
@@ -92,7 +107,9 @@ impl Cluster {
     }
 
     fn url(&self) -> String {
-        format!("unix://{}", self.sock().display())
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("unix://{}", self.sock().display()))
     }
 
     fn start_server(&mut self) {
@@ -108,6 +125,7 @@ impl Cluster {
             ])
             .arg(self.sock())
             .args(["--unixsocketperm", "700", "--logfile", ""])
+            .args(&self.extra)
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -130,11 +148,18 @@ impl Cluster {
 
     /// Starts `mpscript worker` with `args` after the broker URL.
     fn worker(&mut self, args: &[&str]) -> usize {
+        let url = self.url();
+        self.worker_at(&url, args, &[])
+    }
+
+    /// Starts `mpscript worker` on `url` with `args` and extra environment variables.
+    fn worker_at(&mut self, url: &str, args: &[&str], env: &[(&str, &str)]) -> usize {
         let mut child = Command::new(bin())
             .arg("worker")
             .arg("--broker")
-            .arg(self.url())
+            .arg(url)
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("MPSCRIPT_AUTHKEY")
@@ -612,4 +637,297 @@ fn broker_ctrl_c_interrupts_a_wait() {
     unsafe { libc::kill(pid, libc::SIGINT) };
     assert!(wait_gone(pid, 10_000), "the script did not stop on Ctrl-C");
     assert_eq!(child.wait().unwrap().code(), Some(130));
+}
+
+/// A TCP port nobody listens on now (the kernel's pick; a tiny race with other binders).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn broker_password_from_the_url_and_wrong_password_is_authentication_error() {
+    let port = free_port();
+    let Some(mut c) = Cluster::start_with("requirepass", |_| {
+        (
+            vec![
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--requirepass".into(),
+                "s3cret".into(),
+            ],
+            Some(format!("redis://:s3cret@127.0.0.1:{port}")),
+        )
+    }) else {
+        return;
+    };
+    c.worker(&["--procs", "1"]);
+    let r = c.run(
+        "requirepass",
+        &format!(
+            r#"
+            print(Pool().map(|x| x * 2, [1, 2, 3]));
+            for url in ["redis://:wrong@127.0.0.1:{port}", "redis://127.0.0.1:{port}"] {{
+                try {{ Pool(#{{broker: url}}); print("connected") }}
+                catch (e) {{ print(e.error); print(e.message.contains("***") || !url.contains("wrong")) }}
+            }}
+            "#
+        ),
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(
+        r.stdout,
+        "[2, 4, 6]\nAuthenticationError\ntrue\nAuthenticationError\ntrue\n"
+    );
+    assert!(!r.stderr.contains("wrong@"), "password shown: {}", r.stderr);
+}
+
+#[test]
+fn broker_acl_user_from_the_url() {
+    let port = free_port();
+    let Some(mut c) = Cluster::start_with("acluser", |_| {
+        (
+            vec![
+                "--port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--user".into(),
+                "default".into(),
+                "off".into(),
+                "--user".into(),
+                "mp".into(),
+                "on".into(),
+                ">pw".into(),
+                "~*".into(),
+                "&*".into(),
+                "+@all".into(),
+            ],
+            Some(format!("redis://mp:pw@127.0.0.1:{port}")),
+        )
+    }) else {
+        return;
+    };
+    c.worker(&["--procs", "2"]);
+    let r = c.run(
+        "acluser",
+        &format!(
+            r#"
+            let ex = ProcessPoolExecutor();
+            print(ex.submit(|a, b| a + b, 2, 3).result());
+            ex.shutdown();
+            try {{ Pool(#{{broker: "redis://mp:nope@127.0.0.1:{port}"}}) }}
+            catch (e) {{ print(e.error) }}
+            "#
+        ),
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(r.stdout, "5\nAuthenticationError\n");
+}
+
+/// Makes a CA and a server certificate for 127.0.0.1/localhost with the `openssl` CLI;
+/// `None` (skip, with the reason) when it is missing.
+fn make_certs(dir: &std::path::Path) -> Option<()> {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output();
+        match out {
+            Ok(o) if o.status.success() => Some(()),
+            Ok(o) => panic!(
+                "openssl {args:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
+            Err(e) => {
+                eprintln!("skipped: no openssl CLI ({e})");
+                None
+            }
+        }
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+    let mut ca = vec!["req", "-x509", "-nodes", "-days", "2"];
+    ca.extend(ec);
+    ca.extend([
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-subj",
+        "/CN=mpscript test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    run(&ca)?;
+    let mut req = vec!["req", "-nodes"];
+    req.extend(ec);
+    req.extend([
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    run(&req)?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ])
+}
+
+#[test]
+fn broker_over_tls_with_a_private_ca() {
+    let port = free_port();
+    let mut certs = None;
+    let Some(mut c) = Cluster::start_with("tls", |dir| {
+        certs = make_certs(dir);
+        let f = |n: &str| dir.join(n).display().to_string();
+        let args = if certs.is_some() {
+            vec![
+                "--tls-port".into(),
+                port.to_string(),
+                "--bind".into(),
+                "127.0.0.1".into(),
+                "--tls-cert-file".into(),
+                f("server.pem"),
+                "--tls-key-file".into(),
+                f("server.key"),
+                "--tls-ca-cert-file".into(),
+                f("ca.pem"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ]
+        } else {
+            Vec::new()
+        };
+        (args, Some(format!("rediss://127.0.0.1:{port}")))
+    }) else {
+        return;
+    };
+    if certs.is_none() {
+        return;
+    }
+    let ca = c.dir.join("ca.pem").display().to_string();
+    let plain = format!("rediss://127.0.0.1:{port}");
+    // The worker trusts the CA through the environment, the master through the URL.
+    c.worker_at(&plain, &["--procs", "2"], &[("MPSCRIPT_BROKER_CA", &ca)]);
+    let with_ca = format!("{plain}/?ca={ca}");
+    let r = c.run(
+        "tls",
+        &format!(
+            r#"
+            let p = Pool(#{{broker: "{with_ca}"}});
+            print(p.map(|x| x + 1, range(0, 10)));
+            p.close();
+            p.join();
+            try {{ Pool(#{{broker: "{plain}"}}); print("trusted an unknown CA") }}
+            catch (e) {{ print(e.error) }}
+            "#
+        ),
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(r.stdout, "[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\nOSError\n");
+}
+
+#[test]
+fn broker_callbacks_run_in_any_wait() {
+    // API.md: a pool's callbacks run whenever the parent waits in a runtime call, not only
+    // in waits on the pool itself: here `sleep` and `Queue.get` with a timeout.
+    let Some(mut c) = Cluster::start("anywait") else {
+        return;
+    };
+    c.worker(&["--procs", "1"]);
+    let r = c.run(
+        "anywait",
+        r#"
+        let p = Pool(#{lease: 5});
+        let got = [];
+        p.apply_async(|x| x * 10, [4], #{callback: |v| got.push(v)});
+        let n = 0;
+        while got.is_empty() && n < 600 { sleep(0.1); n += 1; }
+        print(got);
+        let q = Queue();
+        let more = [];
+        p.apply_async(|x| x + 1, [1], #{callback: |v| more.push(v)});
+        let n = 0;
+        while more.is_empty() && n < 600 {
+            try { q.get(true, 0.1) } catch (e) { if e.error != "Empty" { throw e } }
+            n += 1;
+        }
+        print(more);
+        p.close();
+        p.join();
+        "#,
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(r.stdout, "[40]\n[2]\n");
+}
+
+#[test]
+fn broker_cancel_a_future_no_worker_took() {
+    // After CPython's test_concurrent_futures FutureTests.test_cancel (True for a pending
+    // future, False for a running one): with the only worker slot busy, a queued future
+    // cancels, and never runs.
+    let Some(mut c) = Cluster::start("cancel") else {
+        return;
+    };
+    c.worker(&["--procs", "1"]);
+    let r = c.run(
+        "cancel",
+        r#"
+        let net = Manager(#{address: "127.0.0.1:0", authkey: "k"});
+        let started = net.Event();
+        let release = net.Event();
+        let ran = net.list([]);
+        let ex = ProcessPoolExecutor(#{max_workers: 1, lease: 5});
+        let b = ex.submit(|s, r| { s.set(); r.wait(30); 2 }, started, release);
+        let c = ex.submit(|l| { l.push("c ran"); 3 }, ran);
+        print(started.wait(30));
+        print(b.cancel());
+        print(c.cancel());
+        print(c.cancelled());
+        print(c.done());
+        print(c.cancel());
+        try { c.result(); print("no error") } catch (e) { print(e.error) }
+        release.set();
+        print(b.result());
+        print(ex.submit(|| 4).result());
+        ex.shutdown();
+        print(ran.len());
+        "#,
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(
+        r.stdout,
+        "true\nfalse\ntrue\ntrue\ntrue\ntrue\nCancelledError\n2\n4\n0\n"
+    );
 }

@@ -190,10 +190,15 @@ impl Future {
         if self.done(ctx)? {
             return Ok(r.job.data().cancelled);
         }
-        let mut d = r.job.data();
-        if d.running {
+        if let Some(remote) = r.pool.remote() {
+            // Only the broker knows whether a worker took the task (it counts as running).
+            if !remote.try_cancel(&r.job)? {
+                return Ok(false);
+            }
+        } else if r.job.data().running {
             return Ok(false);
         }
+        let mut d = r.job.data();
         d.cancelled = true;
         crate::pool::results::CANCELS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let cbs = std::mem::take(&mut d.done_callbacks);

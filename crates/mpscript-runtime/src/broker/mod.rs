@@ -21,12 +21,15 @@
 //!   not enough to run code on the workers.
 //! - **No thread, no sleep loop**: connections are opened after fork, in the process that uses
 //!   them; blocking is the server's (`XREADGROUP`/`XREAD` with `BLOCK` and a bound) or the
-//!   kernel's (`poll` on pidfds).
+//!   kernel's (`poll` on pidfds). A master's pool is also a background source
+//!   ([`background`]), so its callbacks run in any wait of the script.
 
+pub mod background;
 pub mod pool;
 pub mod redis;
 pub mod sign;
 pub mod url;
+pub mod values;
 pub mod worker;
 
 use crate::errors::{mp_err, ErrorKind, RtResult};
@@ -152,6 +155,9 @@ pub trait Broker: Send {
     fn forget_consumers(&mut self, consumers: &[String]) -> RtResult<Vec<String>>;
     /// Supervisor side: withdraws a supervisor's heartbeat (it is stopping).
     fn withdraw_worker(&mut self, id: &str) -> RtResult<()>;
+    /// Drops a queued delivery no worker has taken yet; false (and nothing changed) once one
+    /// has. Atomic on the broker, so a task is either cancelled or run, never both.
+    fn cancel_pending(&mut self, entry: &str) -> RtResult<bool>;
 }
 
 /// Opens a broker connection for a URL (in the process that will use it).

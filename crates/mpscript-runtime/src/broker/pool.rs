@@ -15,13 +15,14 @@
 //!   three leases, renewed while the master lives; a dead master's tasks are then dropped by
 //!   the workers, unrun.
 
+use super::values::{check_remote, script_payload};
 use super::{Broker, ResultKind, TaskMsg};
 use crate::errors::{mp_err, mp_err_with, value_error, ErrorKind, RtResult};
 use crate::pool::results::{Job, JobKind};
 use crate::pool::sched::Scheduler;
 use crate::pool::{AsyncResult, OnDeath, Pool};
 use crate::waiting::Deadline;
-use rhai::{Array, Dynamic, FnPtr, Map, NativeCallContext};
+use rhai::{Array, Dynamic, FnPtr, NativeCallContext};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -94,6 +95,8 @@ struct Master {
     sched: Arc<Mutex<Scheduler>>,
     cancelled: bool,
     bad_signatures: u64,
+    /// Its registration as a background source (see [`super::background`]).
+    background: Option<Arc<dyn crate::waiting::Background>>,
 }
 
 /// A pool whose workers are on a broker (see the module docs).
@@ -104,92 +107,6 @@ fn error_value(e: &rhai::EvalAltResult) -> Dynamic {
         rhai::EvalAltResult::ErrorRuntime(v, _) => v.clone(),
         other => Dynamic::from(other.to_string()),
     }
-}
-
-/// Checks that `v` can go to a remote worker: sendable at all, and holding no OS-local handle
-/// (one whose encoding passes a file descriptor: Queue, Lock, Value, Array, Connection...).
-pub fn check_remote(ctx: Option<&NativeCallContext>, v: &Dynamic, root: &str) -> RtResult<()> {
-    let (bytes, fds) = match crate::wire::encode(v, root) {
-        Ok(x) => x,
-        // Again with the caller's libraries, so the error names a closure's captures.
-        Err(e) => match ctx {
-            Some(ctx) => return crate::wire::check_sendable_in(ctx, v, root).and(Err(e)),
-            None => return Err(e),
-        },
-    };
-    // Cheap first: no fd and no proxy at all (the usual case) needs no walk.
-    if fds.is_empty() && !bytes.windows(5).any(|w| w == b"Proxy") {
-        return Ok(());
-    }
-    let Some((path, ty)) = find_local(v, root.to_string()) else {
-        return Ok(());
-    };
-    Err(mp_err(
-        ErrorKind::SendError,
-        format!("cannot send {path}: {ty} (not sendable to a remote worker)"),
-    ))
-}
-
-/// The path and type of the first value inside `v` whose encoding passes an fd.
-fn find_local(v: &Dynamic, path: String) -> Option<(String, String)> {
-    if v.is_shared() {
-        let inner = v.read_lock::<Dynamic>()?.clone();
-        return find_local(&inner, path);
-    }
-    if let Some(a) = v.read_lock::<Array>() {
-        return a
-            .iter()
-            .enumerate()
-            .find_map(|(i, x)| find_local(x, format!("{path}[{i}]")));
-    }
-    if let Some(m) = v.read_lock::<Map>() {
-        return m
-            .iter()
-            .find_map(|(k, x)| find_local(x, format!("{path}.{k}")));
-    }
-    if let Some(f) = v.read_lock::<FnPtr>() {
-        return f
-            .curry()
-            .iter()
-            .enumerate()
-            .find_map(|(i, x)| find_local(x, format!("{path} (capture {i})")));
-    }
-    let local = match crate::wire::encode(v, "x") {
-        Ok((_, fds)) if !fds.is_empty() => true,
-        Ok((bytes, _)) => local_proxy(&bytes),
-        Err(_) => false,
-    };
-    local.then(|| (path, crate::wire::script_type_name(v)))
-}
-
-/// True for an encoded manager proxy whose manager listens on an abstract Unix socket
-/// (`Manager()` without an address: reachable on this machine only). A proxy's payload starts
-/// with its manager's address, `@name` for an abstract socket.
-fn local_proxy(bytes: &[u8]) -> bool {
-    let mut d = crate::wire::Decoder::new(bytes, Vec::new(), None);
-    let (Ok(_tag), Ok(name)) = (d.byte(), d.raw()) else {
-        return false;
-    };
-    name.ends_with(b"Proxy") && d.raw().is_ok_and(|addr| addr.starts_with(b"@"))
-}
-
-/// The program a worker needs: `[u32 LE length][units][constants]`, wire-encoded.
-fn script_payload(consts: &Map) -> RtResult<Vec<u8>> {
-    let units: Array = crate::program::units_since(0)
-        .into_iter()
-        .map(|u| Dynamic::from_array(vec![u.name.into(), u.source.into()]))
-        .collect();
-    let (ub, _) = crate::wire::encode(&units.into(), "units")?;
-    for (k, v) in consts {
-        check_remote(None, v, &format!("global::{k}"))?;
-    }
-    let (cb, _) = crate::wire::encode(&Dynamic::from_map(consts.clone()), "constants")?;
-    let mut out = Vec::with_capacity(4 + ub.len() + cb.len());
-    out.extend_from_slice(&(ub.len() as u32).to_le_bytes());
-    out.extend_from_slice(&ub);
-    out.extend_from_slice(&cb);
-    super::check_size(out.len(), "the script and its constants")?;
-    Ok(out)
 }
 
 fn new_id() -> String {
@@ -245,9 +162,14 @@ pub fn new_pool(ctx: &NativeCallContext, opts: RemoteOptions, on_death: OnDeath)
         sched: sched.clone(),
         cancelled: false,
         bad_signatures: 0,
+        background: None,
     };
     m.publish_script(ctx)?;
     let remote = Arc::new(RemotePool(Mutex::new(m)));
+    let bg: Arc<dyn crate::waiting::Background> =
+        Arc::new(super::background::BackgroundRemote::new(&remote)?);
+    crate::waiting::add_background(&bg);
+    remote.master().background = Some(bg);
     Ok(Pool(Arc::new(crate::pool::PoolHandle {
         sched,
         remote: Some(remote),
@@ -672,8 +594,8 @@ impl RemotePool {
             JobKind::Apply => 1,
             _ => crate::pool::default_chunksize(items.len(), m.processes),
         });
-        // A remote task may be running as soon as it is queued: cancel() cannot promise it
-        // will not run, so a remote future counts as running from the start.
+        // A remote task may be running as soon as it is queued, so a remote future counts as
+        // running from the start; cancel() asks the broker instead ([`RemotePool::try_cancel`]).
         job.data().running = true;
         if items.is_empty() {
             m.callbacks
@@ -709,6 +631,64 @@ impl RemotePool {
             self.run_callbacks(ctx);
         }
         Ok(())
+    }
+
+    /// When a wait elsewhere should next give this pool a round: `None` for never (not the
+    /// owner, cancelled, or inside the pool's own call), zero while callbacks are due, at most
+    /// [`super::background::POLL`] while tasks are out, else at the next maintenance.
+    pub fn next_poll(&self) -> Option<Duration> {
+        let m = self.0.try_lock().ok()?;
+        if !m.is_owner() || m.cancelled {
+            return None;
+        }
+        let maint = m.next_maintenance.saturating_duration_since(Instant::now());
+        Some(if !m.callbacks.is_empty() {
+            Duration::ZERO
+        } else if !m.tasks.is_empty() {
+            maint.min(super::background::POLL)
+        } else {
+            maint
+        })
+    }
+
+    /// One round for a wait elsewhere (see [`super::background`]); nothing when the pool is
+    /// inside its own call.
+    pub fn service_from_background(&self, ctx: Option<&NativeCallContext>) -> RtResult<()> {
+        match self.0.try_lock() {
+            Ok(mut m) => m.service(Duration::ZERO)?,
+            Err(_) => return Ok(()),
+        }
+        if let Some(ctx) = ctx {
+            self.run_callbacks(ctx);
+        }
+        Ok(())
+    }
+
+    /// `Future.cancel()` of a job on this pool: true (and the task is gone from the broker)
+    /// if no worker has taken it yet; false once one has, or for a job of several chunks.
+    pub fn try_cancel(&self, job: &Job) -> RtResult<bool> {
+        let mut m = self.master();
+        if !m.is_owner() {
+            return Ok(false);
+        }
+        let mine: Vec<u64> = m
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.job == *job)
+            .map(|(id, _)| *id)
+            .collect();
+        let [tid] = mine[..] else {
+            return Ok(false);
+        };
+        let entry = m.tasks[&tid].entry.clone();
+        if !m.call(|b| b.cancel_pending(&entry))? {
+            return Ok(false);
+        }
+        m.tasks.remove(&tid);
+        m.by_entry.remove(&entry);
+        // No outcome will come, so no callback either: waits on it must not wait for one.
+        job.data().callbacks_done = true;
+        Ok(true)
     }
 
     /// Waits up to one slice (bounded by `deadline`) for results.

@@ -17,7 +17,7 @@
 //! vanishes (or a machine between) is an error within the caller's bound, never a hang.
 
 use super::{Broker, Claimed, Expired, ResultKind, ResultMsg, TaskMsg};
-use crate::errors::{os_error_msg, RtResult};
+use crate::errors::{mp_err, os_error_msg, ErrorKind, RtResult};
 use redis::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -38,6 +38,30 @@ fn results_key(p: &str) -> String {
 fn hb_key(w: &str) -> String {
     format!("mpscript:hb:{w}")
 }
+
+/// Deletes stream entry ARGV[2] of KEYS[1] if the group ARGV[1] has not delivered it yet
+/// (its id is above the group's last-delivered-id): 1 if deleted, else 0. A script, so no
+/// `XREADGROUP` can come between the check and the delete.
+const CANCEL_PENDING: &str = r#"
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local last = nil
+for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local name, ld
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] end
+    if g[i] == 'last-delivered-id' then ld = g[i + 1] end
+  end
+  if name == ARGV[1] then last = ld end
+end
+if not last then return 0 end
+local lm, ls = parse(last)
+local em, es = parse(ARGV[2])
+if not em or em < lm or (em == lm and es <= ls) then return 0 end
+return redis.call('XDEL', KEYS[1], ARGV[2])
+"#;
 
 /// A connection to a Redis-protocol broker.
 pub struct RedisBroker {
@@ -60,13 +84,41 @@ impl RedisBroker {
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
         let fail = |e: redis::RedisError| {
+            if is_auth_error(&e) {
+                return mp_err(
+                    ErrorKind::AuthenticationError,
+                    format!(
+                        "the broker {} refused the credentials (user and password of the URL): {e}",
+                        url.shown
+                    ),
+                );
+            }
             os_error_msg(format!("cannot connect to the broker {}: {e}", url.shown))
         };
-        let client = redis::Client::open(url.info.clone()).map_err(fail)?;
-        let con = client.get_connection_with_timeout(timeout).map_err(fail)?;
+        let client = match (&url.ca, url.tls) {
+            (Some(ca), true) => {
+                let pem = std::fs::read(ca).map_err(|e| {
+                    os_error_msg(format!(
+                        "cannot read the broker's CA file {} (the `ca` URL parameter or \
+                         MPSCRIPT_BROKER_CA): {e}",
+                        ca.display()
+                    ))
+                })?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                };
+                redis::Client::build_with_tls(url.info.clone(), certs).map_err(fail)?
+            }
+            _ => redis::Client::open(url.info.clone()).map_err(fail)?,
+        };
+        let mut con = client.get_connection_with_timeout(timeout).map_err(fail)?;
         let io = Some(timeout.max(Duration::from_secs(2)));
         con.set_read_timeout(io).map_err(fail)?;
         con.set_write_timeout(io).map_err(fail)?;
+        // A server that wants a password the URL lacks accepts the connection and refuses the
+        // first command: ask now, so that is an AuthenticationError here, not a later OSError.
+        redis::cmd("PING").query::<Value>(&mut con).map_err(fail)?;
         Ok(RedisBroker {
             con,
             shown: url.shown.clone(),
@@ -114,6 +166,12 @@ impl RedisBroker {
             r => r.map_err(|e| self.err(e)),
         }
     }
+}
+
+/// True for a refused password or user (`WRONGPASS`, `NOAUTH`, `NOPERM`).
+fn is_auth_error(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("WRONGPASS" | "NOAUTH" | "NOPERM"))
 }
 
 fn bytes(v: &Value) -> Option<Vec<u8>> {
@@ -549,6 +607,19 @@ impl Broker for RedisBroker {
             del.query::<()>(&mut self.con).map_err(|e| self.err(e))?;
         }
         Ok(keep)
+    }
+
+    fn cancel_pending(&mut self, entry: &str) -> RtResult<bool> {
+        let n: i64 = self.with_group(|con| {
+            redis::cmd("EVAL")
+                .arg(CANCEL_PENDING)
+                .arg(1)
+                .arg(TASKS)
+                .arg(GROUP)
+                .arg(entry)
+                .query(con)
+        })?;
+        Ok(n > 0)
     }
 
     fn withdraw_worker(&mut self, id: &str) -> RtResult<()> {

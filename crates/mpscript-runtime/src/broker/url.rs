@@ -1,6 +1,12 @@
 //! Broker URLs: `redis://[user:password@]host[:port][/db]`, `rediss://...` (TLS), and
 //! `unix:///path/to/socket[?user=..&pass=..]` (also `redis+unix://`, `valkey://`...).
 //!
+//! A `rediss://` broker whose certificate is signed by a private CA names that CA's PEM file
+//! with the query parameter `ca` (`rediss://host:6380/?ca=/etc/mpscript/ca.pem`) or the
+//! environment variable `MPSCRIPT_BROKER_CA` (the parameter wins); without either, the
+//! system's trusted roots are used. The master and every `mpscript worker` read it the same
+//! way, so one URL serves both.
+//!
 //! Parsing is the `redis` crate's (one grammar for all its schemes); this module adds the
 //! checks a script needs (a clear `ValueError` for a malformed URL or an unknown scheme), a
 //! printable form with the password hidden, and whether the broker is on this machine (an
@@ -19,6 +25,8 @@ pub struct BrokerUrl {
     pub loopback: bool,
     /// True for `rediss://` (TLS).
     pub tls: bool,
+    /// The CA file (PEM) to trust for TLS: the `ca` parameter, else `MPSCRIPT_BROKER_CA`.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 /// Parses a broker URL.
@@ -47,11 +55,26 @@ pub fn parse(s: &str) -> RtResult<BrokerUrl> {
         redis::ConnectionAddr::TcpTls { host, .. } => (is_loopback(host), true),
         _ => (false, false),
     };
+    let ca = query_param(s, "ca")
+        .or_else(|| std::env::var("MPSCRIPT_BROKER_CA").ok())
+        .filter(|p| !p.is_empty())
+        .map(std::path::PathBuf::from);
     Ok(BrokerUrl {
         info,
         shown: redact(s),
         loopback,
         tls,
+        ca,
+    })
+}
+
+/// The value of query parameter `key` (taken as written: no percent-decoding).
+fn query_param(s: &str, key: &str) -> Option<String> {
+    let query = s.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    query.split('&').find_map(|kv| match kv.split_once('=') {
+        Some((k, v)) if k == key => Some(v.to_string()),
+        _ => None,
     })
 }
 
@@ -107,6 +130,9 @@ mod tests {
         assert!(parse("http://x").is_err());
         assert!(parse("not a url").is_err());
         assert!(parse("redis://[::1]:6379").unwrap().loopback);
+        let t = parse("rediss://127.0.0.1:6380/?ca=/tmp/x/ca.pem").unwrap();
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/tmp/x/ca.pem")));
+        assert!(t.tls && t.loopback);
     }
 
     #[test]
