@@ -578,14 +578,7 @@ impl RemotePool {
             _ => check_remote(Some(ctx), &Dynamic::from_array(items.clone()), "args")?,
         }
         if star {
-            for (i, it) in items.iter().enumerate() {
-                if !it.is_array() {
-                    return Err(mp_err(
-                        ErrorKind::TypeError,
-                        format!("starmap item {i} is not an array of arguments"),
-                    ));
-                }
-            }
+            crate::pool::check_star_items(&items)?;
         }
         let job = Job::new(kind, items.len(), callback, error_callback);
         let mut m = self.master();

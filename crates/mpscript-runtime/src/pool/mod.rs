@@ -194,14 +194,7 @@ impl Pool {
             _ => crate::wire::check_sendable_in(ctx, &Dynamic::from_array(items.clone()), "args")?,
         }
         if star {
-            for (i, it) in items.iter().enumerate() {
-                if !it.is_array() {
-                    return Err(mp_err(
-                        ErrorKind::TypeError,
-                        format!("starmap item {i} is not an array of arguments"),
-                    ));
-                }
-            }
+            check_star_items(&items)?;
         }
         let job = Job::new(kind, items.len(), callback, error_callback);
         {
@@ -308,6 +301,18 @@ impl Pool {
             lock(&sched).all_exited()
         })?;
         Ok(())
+    }
+}
+
+/// `starmap`'s items must each be an array of arguments (checked before anything is queued,
+/// locally or on a broker).
+pub fn check_star_items(items: &Array) -> RtResult<()> {
+    match items.iter().position(|it| !it.is_array()) {
+        Some(i) => Err(mp_err(
+            ErrorKind::TypeError,
+            format!("starmap item {i} is not an array of arguments"),
+        )),
+        None => Ok(()),
     }
 }
 
