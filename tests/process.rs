@@ -1,8 +1,8 @@
 //! Processes checked from outside the script: a killed parent takes its children with it, and
 //! output is neither lost nor duplicated whether stdout is a pipe or a file.
 
-use crate::common::wait_gone;
 use crate::common::{bin, run};
+use crate::common::{kill_and_expect_gone, start_printing_pids};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -11,26 +11,8 @@ use std::time::Duration;
 fn children_die_with_a_killed_parent() {
     let code = "let c = Process(|| { let g = Process(|| sleep(60)); g.start(); print(g.pid); sleep(60) });\n\
                 c.start(); print(c.pid); loop { sleep(1); }";
-    let mut main = Command::new(bin())
-        .args(["-e", code])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(main.stdout.take().unwrap());
-    let mut pids = Vec::new();
-    for _ in 0..2 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        pids.push(line.trim().parse::<i32>().unwrap());
-    }
-    main.kill().unwrap();
-    main.wait().unwrap();
-    for pid in pids {
-        assert!(
-            wait_gone(pid, 10_000),
-            "process {pid} outlived its killed parent"
-        );
-    }
+    let (main, pids) = start_printing_pids(code, 2);
+    kill_and_expect_gone(main, &pids);
 }
 
 const FORKY: &str = "print(\"before\");\n\

@@ -4,8 +4,8 @@
 //! spawned children with it; a spawned child never re-runs the script's top level; and
 //! `get_context("spawn")` works while script threads forbid fork.
 
-use crate::common::wait_gone;
 use crate::common::{bin, run, run_env};
+use crate::common::{kill_and_expect_gone, start_printing_pids, wait_gone};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -143,26 +143,8 @@ fn spawned_children_die_with_a_killed_parent() {
                 let p = ctx.Process(|| sleep(60)); p.start(); print(p.pid);\n\
                 let pool = ctx.Pool(1); print(pool.apply(|| getpid(), []));\n\
                 loop { sleep(1); }";
-    let mut main = Command::new(bin())
-        .args(["-e", code])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(main.stdout.take().unwrap());
-    let mut pids = Vec::new();
-    for _ in 0..2 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        pids.push(line.trim().parse::<i32>().unwrap());
-    }
-    main.kill().unwrap();
-    main.wait().unwrap();
-    for pid in pids {
-        assert!(
-            wait_gone(pid, 10_000),
-            "spawned process {pid} outlived its killed parent"
-        );
-    }
+    let (main, pids) = start_printing_pids(code, 2);
+    kill_and_expect_gone(main, &pids);
 }
 
 #[test]
@@ -175,29 +157,11 @@ fn children_of_an_ended_thread_die_with_a_killed_parent() {
                 t.start(); t.join(); let h = lq.get();\n\
                 print(h[0].pid); print(h[2]);\n\
                 loop { sleep(1); }";
-    let mut main = Command::new(bin())
-        .args(["-e", code])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(main.stdout.take().unwrap());
-    let mut pids = Vec::new();
-    for _ in 0..2 {
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        pids.push(line.trim().parse::<i32>().unwrap());
-    }
+    let (main, pids) = start_printing_pids(code, 2);
     for &pid in &pids {
         assert!(!wait_gone(pid, 0), "child {pid} died with its thread");
     }
-    main.kill().unwrap();
-    main.wait().unwrap();
-    for pid in pids {
-        assert!(
-            wait_gone(pid, 10_000),
-            "spawned process {pid} outlived its killed parent"
-        );
-    }
+    kill_and_expect_gone(main, &pids);
 }
 
 #[test]

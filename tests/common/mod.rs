@@ -183,3 +183,34 @@ pub fn wait_gone(pid: i32, ms: i32) -> bool {
         r == 1
     }
 }
+
+/// Starts `mpscript -e code`, a script that prints `n` pids (one a line) and then waits for
+/// ever; returns the running parent and the pids (the killed-parent tests).
+pub fn start_printing_pids(code: &str, n: usize) -> (std::process::Child, Vec<i32>) {
+    use std::io::{BufRead, BufReader};
+    let mut main = Command::new(bin())
+        .args(["-e", code])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(main.stdout.take().unwrap());
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        pids.push(line.trim().parse::<i32>().unwrap());
+    }
+    (main, pids)
+}
+
+/// SIGKILLs `main` and asserts that every one of `pids` is gone within 10 s.
+pub fn kill_and_expect_gone(mut main: std::process::Child, pids: &[i32]) {
+    main.kill().unwrap();
+    main.wait().unwrap();
+    for &pid in pids {
+        assert!(
+            wait_gone(pid, 10_000),
+            "process {pid} outlived its killed parent"
+        );
+    }
+}
