@@ -568,10 +568,7 @@ impl RemotePool {
         callback: Option<FnPtr>,
         error_callback: Option<FnPtr>,
     ) -> RtResult<AsyncResult> {
-        pool.sched().check_running()?;
-        if chunksize == Some(0) {
-            return Err(value_error("chunksize must be a positive int"));
-        }
+        // Pool::submit has checked that the pool runs and the chunksize.
         check_remote(Some(ctx), &Dynamic::from(f.clone()), "target")?;
         match (kind, items.as_slice()) {
             (JobKind::Apply, [args]) => check_remote(Some(ctx), args, "args")?,

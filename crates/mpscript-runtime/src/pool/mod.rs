@@ -172,13 +172,13 @@ impl Pool {
         callback: Option<FnPtr>,
         error_callback: Option<FnPtr>,
     ) -> RtResult<AsyncResult> {
-        if let Some(r) = &self.0.remote {
-            let (cb, ecb) = (callback, error_callback);
-            return r.submit(self, ctx, kind, f, star, items, chunksize, cb, ecb);
-        }
         self.check_running()?;
         if chunksize == Some(0) {
             return Err(value_error("chunksize must be a positive int"));
+        }
+        if let Some(r) = &self.0.remote {
+            let (cb, ecb) = (callback, error_callback);
+            return r.submit(self, ctx, kind, f, star, items, chunksize, cb, ecb);
         }
         // Unsendable arguments fail here, in the caller, before anything is queued.
         crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "target")?;
