@@ -542,19 +542,7 @@ fn load_script(
 
 /// Resolves a function by name in the running program (closures need their definition).
 fn resolve(ctx: &NativeCallContext, name: &str) -> Result<FnPtr, String> {
-    if !name.starts_with("anon$") {
-        return FnPtr::new(name).map_err(|e| e.to_string());
-    }
-    for m in ctx.iter_namespaces() {
-        for n in 0..=32 {
-            if let Some(def) = m.get_script_fn(name, n) {
-                return Ok(FnPtr::from(def.clone()));
-            }
-        }
-    }
-    Err(format!(
-        "function {name} not found in the worker's copy of the script"
-    ))
+    crate::process::spawn::resolve_in(ctx, name, "the worker's copy of the script")
 }
 
 /// Runs one chunk inside the bootstrap's call context: sets the constants, decodes the

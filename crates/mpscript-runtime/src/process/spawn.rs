@@ -481,6 +481,22 @@ fn run_child(sock: OwnedFd, make_engine: impl FnOnce() -> Engine) -> i32 {
 
 /// Finds a function by name in the bootstrap's library (closures need the definition).
 fn resolve(ctx: &NativeCallContext, name: &str) -> Result<FnPtr, String> {
+    resolve_in(
+        ctx,
+        name,
+        "the spawned worker (is the hashing seed fixed? build engines with \
+         mpscript_runtime::new_engine())",
+    )
+}
+
+/// Finds a function by name in the calling context's libraries (a closure by its definition,
+/// which a fresh interpreter compiled from the same source has under the same name); `place`
+/// says where it was looked for, in the error.
+pub(crate) fn resolve_in(
+    ctx: &NativeCallContext,
+    name: &str,
+    place: &str,
+) -> Result<FnPtr, String> {
     if !name.starts_with("anon$") {
         return FnPtr::new(name).map_err(|e| e.to_string());
     }
@@ -491,10 +507,7 @@ fn resolve(ctx: &NativeCallContext, name: &str) -> Result<FnPtr, String> {
             }
         }
     }
-    Err(format!(
-        "function {name} not found in the spawned worker (is the hashing seed fixed? build \
-         engines with mpscript_runtime::new_engine())"
-    ))
+    Err(format!("function {name} not found in {place}"))
 }
 
 /// The spawned child's work, inside a real call context.
