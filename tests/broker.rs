@@ -931,3 +931,96 @@ fn broker_cancel_a_future_no_worker_took() {
         "true\nfalse\ntrue\ntrue\ntrue\ntrue\nCancelledError\n2\n4\n0\n"
     );
 }
+
+/// The master half of `broker_script_that_does_not_compile_on_the_worker`: a host that embeds
+/// the runtime with its own operator (`mix`), which `mpscript worker` does not have. It runs
+/// only when that test starts this test binary again with `MPSCRIPT_TEST_EMBEDDED_MASTER` set
+/// (a process of its own: the runtime is one per process).
+#[test]
+fn broker_embedded_master_half() {
+    let Ok(url) = std::env::var("MPSCRIPT_TEST_EMBEDDED_MASTER") else {
+        return;
+    };
+    let mut engine = mpscript_runtime::new_engine();
+    engine.register_custom_operator("mix", 160).unwrap();
+    engine.register_fn("mix", |a: i64, b: i64| a * 100 + b);
+    let rt = mpscript_runtime::Runtime::new(engine);
+    let src = format!(
+        r#"
+        fn f(x) {{ x mix 1 }}
+        print(`LOCAL ${{f(2)}}`);
+        let p = Pool(#{{broker: "{url}", processes: 1, lease: 30}});
+        try {{ print(`NO ERROR ${{p.apply(Fn("f"), [2])}}`) }}
+        catch (e) {{ print(`CAUGHT ${{e.error}}: ${{e.message}}`) }}
+        p.close(); p.join();
+        print("MASTER DONE");
+        "#
+    );
+    assert_eq!(rt.run_source("custom.rhai", &src, vec![]).unwrap(), 0);
+}
+
+#[test]
+fn broker_script_that_does_not_compile_on_the_worker() {
+    use wait_timeout::ChildExt;
+    let Some(mut c) = Cluster::start("nocompile") else {
+        return;
+    };
+    let w = c.worker(&["--procs", "1"]);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "broker::broker_embedded_master_half",
+            "--nocapture",
+        ])
+        .args(["--test-threads", "1"])
+        .env("MPSCRIPT_TEST_EMBEDDED_MASTER", c.url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let out = lines_of(child.stdout.take().unwrap());
+    let err = lines_of(child.stderr.take().unwrap());
+    let status = match child.wait_timeout(LIMIT).unwrap() {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the embedded master hung");
+        }
+    };
+    let text: Vec<String> = out.iter().collect();
+    let errs: Vec<String> = err.iter().collect();
+    assert!(status.success(), "{text:?} {errs:?}");
+    // The host's engine compiles and runs it locally ...
+    // (The test harness prints its own words on the same lines: match the ends.)
+    assert!(text.iter().any(|l| l.ends_with("LOCAL 201")), "{text:?}");
+    // ... the worker's does not: a RemoteError naming the compile error, not a hang.
+    let caught = text
+        .iter()
+        .find_map(|l| l.find("CAUGHT ").map(|i| &l[i..]))
+        .unwrap_or_else(|| panic!("{text:?} {errs:?}"));
+    assert!(caught.starts_with("CAUGHT RemoteError: "), "{caught}");
+    assert!(
+        caught.contains("does not compile on the worker"),
+        "{caught}"
+    );
+    assert!(text.iter().any(|l| l.ends_with("MASTER DONE")), "{text:?}");
+    // No worker died of it: the same worker serves the next pool.
+    let r = c.run(
+        "after_nocompile",
+        "let p = Pool(#{processes: 1}); print(p.map(|x| x * 3, [1, 2])); p.close(); p.join();",
+        LIMIT,
+    );
+    ok(&r);
+    assert_eq!(r.stdout, "[3, 6]\n");
+    assert!(
+        c.workers[w].child.try_wait().unwrap().is_none(),
+        "the worker supervisor exited"
+    );
+    let log: Vec<String> = c.workers[w].lines.try_iter().collect();
+    assert!(
+        !log.iter().any(|l| l.contains("exited with")),
+        "a worker process died: {log:?}"
+    );
+}
