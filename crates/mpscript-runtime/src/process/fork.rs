@@ -150,7 +150,9 @@ fn prepare_parent_once() {
 pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<Child> {
     flush_before_fork();
     prepare_parent_once();
-    let parent = current_pid();
+    // Not the cached pid: a child kills itself if its parent is not this pid, so it must be
+    // right even in a process some host forked behind the runtime's back.
+    let parent = nix::unistd::getpid().as_raw();
     let death_sig = super::parent_death::signal();
     let to_close: Vec<i32> = close_set()
         .lock()
