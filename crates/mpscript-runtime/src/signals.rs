@@ -55,6 +55,42 @@ pub fn install_sigint_handler() {
 pub fn ignore_sigint() {
     INSTALLED.store(false, Ordering::SeqCst);
     INTERRUPTED.store(false, Ordering::SeqCst);
+    set_sigint_ignored();
+}
+
+/// `rt_sigaction(SIGINT, SIG_IGN)` as a raw syscall: a freshly forked child calls this, and
+/// libc's wrappers (sigaction, sigemptyset) would be code pages it must fault in first.
+/// SIG_IGN needs no restorer, so the kernel's own struct layout is enough.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+fn set_sigint_ignored() {
+    /// The kernel's `struct sigaction` on x86_64.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: libc::SIG_IGN,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // SAFETY: a plain syscall on a struct we own; SIG_IGN has no handler code to run.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            libc::SIGINT,
+            &act as *const KernelSigaction,
+            std::ptr::null_mut::<KernelSigaction>(),
+            8usize,
+        )
+    };
+}
+
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn set_sigint_ignored() {
     let act = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     // SAFETY: setting SIG_IGN has no handler code to run.
     let _ = unsafe { sigaction(Signal::SIGINT, &act) };

@@ -42,6 +42,11 @@ pub fn current_pid() -> i32 {
     }
 }
 
+/// This process's pid as a [`Pid`] (cached; see [`PID`]).
+pub fn current_pid_of() -> Pid {
+    Pid::from_raw(current_pid())
+}
+
 /// Refuses to fork when another script thread is alive.
 pub fn check_fork_allowed() -> RtResult<()> {
     let n = OTHER_SCRIPT_THREADS.load(Ordering::SeqCst);
@@ -125,11 +130,30 @@ pub fn flush_before_fork() {
     unsafe { libc::fflush(std::ptr::null_mut()) };
 }
 
+/// Once per process, before its first fork: does in the parent the one-time work every child
+/// would otherwise repeat, each time on pages it must first copy or map (a child's page
+/// faults are most of the cost of a fork on a VM): the main thread's record and its
+/// thread-local slot (whose destructor registration looks a symbol up in every loaded
+/// library), and the parent-death handler (handlers survive fork; see `parent_death`).
+fn prepare_parent_once() {
+    static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if DONE.load(Ordering::Relaxed) {
+        return;
+    }
+    DONE.store(true, Ordering::Relaxed);
+    let _ = crate::threads::current_thread();
+    super::parent_death::install_handler();
+}
+
 /// Forks. In the child, `reset` then `work` run and the child exits with `work`'s status; in
 /// the parent, returns the child. The caller must have checked [`check_fork_allowed`].
 pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<Child> {
     flush_before_fork();
-    let parent = nix::unistd::getpid();
+    prepare_parent_once();
+    // Not the cached pid: a child kills itself if its parent is not this pid, so it must be
+    // right even in a process some host forked behind the runtime's back.
+    let parent = nix::unistd::getpid().as_raw();
+    let death_sig = super::parent_death::signal();
     let to_close: Vec<i32> = close_set()
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -146,17 +170,20 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
             PID.store(0, Ordering::Relaxed);
             // Dies with the parent process, not with the thread that forked (a host thread
             // may end before its children do); leaves at once if the parent already died.
-            super::parent_death::arm_in_child(parent.as_raw());
+            super::parent_death::arm_after_fork(death_sig, parent);
             crate::signals::ignore_sigint();
-            for fd in to_close {
-                // SAFETY: closing inherited fds this process must not hold; their owners
-                // (values copied from the parent) are never dropped here (we leave by _exit).
-                unsafe { libc::close(fd) };
+            if !to_close.is_empty() {
+                for fd in to_close {
+                    // SAFETY: closing inherited fds this process must not hold; their owners
+                    // (values copied from the parent) are never dropped here (we leave by
+                    // _exit).
+                    unsafe { libc::close(fd) };
+                }
+                close_set()
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
             }
-            close_set()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clear();
             for h in child_hooks {
                 h();
             }
@@ -171,7 +198,7 @@ pub fn fork_child(reset: impl FnOnce(), work: impl FnOnce() -> i32) -> RtResult<
                 code
             }))
             .unwrap_or(70);
-            exit_now(code)
+            exit_forked(code)
         }
         Ok(ForkResult::Parent { child }) => {
             let pidfd = pidfd_open(child).map_err(|e| os_error(e, "pidfd_open"))?;
@@ -190,6 +217,17 @@ pub fn exit_now(code: i32) -> ! {
         libc::fflush(std::ptr::null_mut());
         libc::_exit(code & 0xff)
     }
+}
+
+/// Ends a forked child: flushes Rust's stdout, then `_exit(code)`. Unlike [`exit_now`] it
+/// touches neither Rust's stderr (unbuffered: its flush is a no-op) nor C stdio (the runtime
+/// never writes through it, and the parent flushed it before forking), as CPython's forked
+/// child flushes only `sys.stdout`/`sys.stderr` before `os._exit`: each would be more code
+/// and data pages this fresh process has to fault in.
+fn exit_forked(code: i32) -> ! {
+    let _ = std::io::stdout().flush();
+    // SAFETY: _exit skips the parent's atexit hooks and destructors, which must not run twice.
+    unsafe { libc::_exit(code & 0xff) }
 }
 
 /// `pidfd_open(2)`.

@@ -162,7 +162,7 @@ impl Process {
         let State::Started { pid, creator, .. } = &d.state else {
             return Ok(None);
         };
-        if *creator != nix::unistd::getpid() {
+        if *creator != fork::current_pid_of() {
             return Ok(None); // a sibling's child, inherited through fork: not ours to reap
         }
         let pid = *pid;
@@ -187,7 +187,7 @@ impl Process {
             return Some(c);
         }
         let pid = match &self.data().state {
-            State::Started { pid, creator, .. } if *creator == nix::unistd::getpid() => *pid,
+            State::Started { pid, creator, .. } if *creator == fork::current_pid_of() => *pid,
             _ => return None,
         };
         let code = fork::reap(pid).ok();
@@ -239,7 +239,7 @@ impl Process {
                     pid,
                     creator,
                 } => {
-                    if *creator != nix::unistd::getpid() {
+                    if *creator != fork::current_pid_of() {
                         return Err(mp_err(
                             ErrorKind::ProcessError,
                             "can only join a child process",
@@ -354,7 +354,7 @@ fn exit_repr(code: i32) -> String {
 }
 
 fn self_is_current(d: &ProcData) -> bool {
-    matches!(&d.state, State::Started { pid, .. } if *pid == nix::unistd::getpid())
+    matches!(&d.state, State::Started { pid, .. } if *pid == fork::current_pid_of())
 }
 
 /// The running process's identity.

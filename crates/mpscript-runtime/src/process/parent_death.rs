@@ -64,24 +64,52 @@ pub fn arm_before_exec(sig: i32, parent: libc::pid_t) {
     }
 }
 
-/// In the child (after a fork, or at the start of a spawned worker): installs the handler,
-/// arms the death signal, checks the parent once, and unblocks the signal (a death signal
-/// that arrived while it was blocked is handled now).
-pub fn arm_in_child(parent: libc::pid_t) {
-    let sig = signal();
-    PARENT.store(parent, Ordering::SeqCst);
-    // SAFETY: installing a handler that only makes async-signal-safe calls; prctl and
-    // pthread_sigmask act on this process / thread only.
+/// Installs the parent-death handler in this process. Harmless where no parent is recorded
+/// (the handler then does nothing), so a parent installs it once before forking and its
+/// forked children inherit it instead of each installing it anew.
+pub fn install_handler() {
+    // SAFETY: installing a handler that only makes async-signal-safe calls.
     unsafe {
         let mut act: libc::sigaction = std::mem::zeroed();
         act.sa_sigaction = on_parent_death as extern "C" fn(libc::c_int) as usize;
         act.sa_flags = libc::SA_RESTART;
         libc::sigemptyset(&mut act.sa_mask);
-        libc::sigaction(sig, &act, std::ptr::null_mut());
-        libc::prctl(libc::PR_SET_PDEATHSIG, sig, 0, 0, 0);
+        libc::sigaction(signal(), &act, std::ptr::null_mut());
     }
-    check();
-    let set = sigset_of(sig);
-    // SAFETY: unblocking one signal in this (the only or the main) thread.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// At the start of a spawned worker: installs the handler, then arms the death signal as
+/// [`arm_after_fork`] does (a death signal that arrived while it was blocked is handled now).
+pub fn arm_in_child(parent: libc::pid_t) {
+    install_handler();
+    arm_after_fork(signal(), parent);
+}
+
+/// In a forked child whose parent installed the handler ([`install_handler`]): records the
+/// parent, arms the death signal `sig` (computed before the fork), checks the parent once,
+/// and unblocks the signal. Raw syscalls through one libc entry point: each libc wrapper
+/// would be another code page this fresh process has to fault in.
+pub fn arm_after_fork(sig: i32, parent: libc::pid_t) {
+    PARENT.store(parent, Ordering::SeqCst);
+    // SAFETY: prctl, getppid, kill and rt_sigprocmask with integer arguments and a mask we
+    // own; they act on this process / thread only.
+    unsafe {
+        libc::syscall(libc::SYS_prctl, libc::PR_SET_PDEATHSIG, sig, 0, 0, 0);
+        if libc::syscall(libc::SYS_getppid) as libc::pid_t != parent {
+            libc::syscall(
+                libc::SYS_kill,
+                libc::syscall(libc::SYS_getpid),
+                libc::SIGKILL,
+            );
+        }
+        // The kernel's sigset is one 64-bit word (real-time signals included).
+        let set: u64 = 1u64 << (sig - 1);
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_UNBLOCK,
+            &set as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        );
+    }
 }

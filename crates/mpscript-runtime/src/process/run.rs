@@ -64,7 +64,7 @@ pub fn start(ctx: &NativeCallContext, p: &Process) -> RtResult<()> {
     p.data().state = State::Started {
         pid: child.pid,
         pidfd: child.pidfd,
-        creator: nix::unistd::getpid(),
+        creator: fork::current_pid_of(),
     };
     remember_child(p);
     Ok(())
