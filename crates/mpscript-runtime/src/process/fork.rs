@@ -219,13 +219,15 @@ pub fn exit_now(code: i32) -> ! {
     }
 }
 
-/// Ends a forked child: flushes Rust's stdout, then `_exit(code)`. Unlike [`exit_now`] it
-/// touches neither Rust's stderr (unbuffered: its flush is a no-op) nor C stdio (the runtime
-/// never writes through it, and the parent flushed it before forking), as CPython's forked
-/// child flushes only `sys.stdout`/`sys.stderr` before `os._exit`: each would be more code
-/// and data pages this fresh process has to fault in.
+/// Ends a forked child: flushes Rust's stdout and C stdio, then `_exit(code)`. Unlike
+/// [`exit_now`] it skips Rust's stderr (unbuffered: its flush is a no-op, and one more code
+/// page this fresh process would fault in). C stdio is still flushed: the runtime never writes
+/// through it, but an embedding host's native functions may (`printf` in a task), and that
+/// output must not be lost.
 fn exit_forked(code: i32) -> ! {
     let _ = std::io::stdout().flush();
+    // SAFETY: fflush(NULL) flushes every C stream of this (single-threaded) child.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
     // SAFETY: _exit skips the parent's atexit hooks and destructors, which must not run twice.
     unsafe { libc::_exit(code & 0xff) }
 }
