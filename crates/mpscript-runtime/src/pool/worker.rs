@@ -1,11 +1,14 @@
 //! The pool worker: the loop a forked worker runs inside the `Pool()` call that forked it.
 //!
 //! Messages are frames on the worker's own socket (the Connection framing, fds as SCM_RIGHTS):
-//! the parent sends a batch of chunks `[[chunk_id, f, star, items], ...]` plus any source
-//! units the worker does not have yet (REPL definitions made after the fork: rhai-notes §2,
-//! replayed verbatim, one compile each); the worker answers one frame per chunk, as soon as
-//! the chunk is done: `[nfds: u32][chunk_id, true, [value, ...]]` when every task succeeded
-//! (no wrapper per item: for tiny tasks it was a third of the codec's work), else
+//! the parent sends a batch of chunks `[[chunk_id, f, star, items, defer], ...]` (`f` is `()`
+//! when it is the previous chunk's) plus any source units the worker does not have yet (REPL
+//! definitions made after the fork: rhai-notes §2, replayed verbatim, one compile each), as
+//! `[units len u32][nfds u32][units][batch]`; the worker reads whatever frames have arrived in
+//! one `recvmsg` (see `Inbox`). It answers one frame per chunk, as soon as the chunk is done
+//! (a `defer` chunk's frame may wait for the next chunk of the same map job, and the frames then
+//! go out in one write: see `Outbox`): `[nfds: u32][chunk_id, true, [value, ...]]` when every
+//! task succeeded (no wrapper per item: for tiny tasks it was a third of the codec's work), else
 //! `[nfds: u32][chunk_id, false, [[ok, value], ...]]`. A task's error becomes a `RemoteError`
 //! payload (the worker's own error map and a traceback with the worker's script positions),
 //! so one bad task fails only itself. EOF on the socket means "no more work": the worker exits 0.
