@@ -22,6 +22,11 @@
 //! - `pool_map_worker_bound`: 2 workers ÷ (`rhai_call` + `wire_item`): the most items/s
 //!   `pool_map` can reach on 2 workers with this interpreter and codec even if the IPC cost
 //!   nothing. This is what bounds the `pool_map` target (≥ 2e7 items/s).
+//! - `map_chunk1_primitive`, `apply_async_primitive`: a real `Pool(2)` of forked workers driven
+//!   from Rust (no script loop in the parent): `map(double, 0..N, 1)`, and N `apply_async`
+//!   then every `get()` — the runtime's own per-task cost (frames, syscalls, wake-ups, codec,
+//!   scheduling) plus the workers' `rhai_call`, to set against the script benchmarks
+//!   `pool_map_chunk1` and `pool_apply_async` (which add the parent's script loop).
 
 use mpscript_runtime::wire;
 use rhai::{Array, Dynamic, FnPtr, NativeCallContext};
@@ -218,6 +223,59 @@ fn wire_item_ns() -> f64 {
     best
 }
 
+/// Runs `map_chunk1_primitive` and `apply_async_primitive` on one real pool (see the module
+/// docs): (map items/s, apply_async tasks/s), best of 5 rounds each.
+fn pool_primitives() -> (f64, f64) {
+    use mpscript_runtime::pool::{api, OnDeath, Pool, PoolOptions};
+    let mut engine = mpscript_runtime::new_engine();
+    engine.register_fn(
+        "bench_pool",
+        |ctx: NativeCallContext, f: FnPtr, n: i64| -> Array {
+            let opts = PoolOptions {
+                processes: Some(2),
+                ..Default::default()
+            };
+            let pool = Pool::new(&ctx, opts, OnDeath::Replace).unwrap();
+            let items = |n: i64| -> Array { (0..n).map(Dynamic::from).collect() };
+            let run_map = |n: i64| {
+                let r = api::map(&ctx, &pool, f.clone(), items(n), false, Some(1)).unwrap();
+                let r = r.into_array().unwrap();
+                assert_eq!(r[n as usize - 1].as_int().unwrap(), 2 * (n - 1));
+            };
+            let run_apply = |n: i64| {
+                let rs: Vec<_> = (0..n)
+                    .map(|i| {
+                        pool.apply_one(&ctx, f.clone(), vec![Dynamic::from(i)], None, None)
+                            .unwrap()
+                    })
+                    .collect();
+                let mut last = 0;
+                for r in rs {
+                    last = r.get(&ctx, None).unwrap().as_int().unwrap();
+                }
+                assert_eq!(last, 2 * (n - 1));
+            };
+            run_map(1000);
+            run_apply(500);
+            let (mut map_best, mut apply_best) = (0f64, 0f64);
+            for _ in 0..5 {
+                let t = Instant::now();
+                run_map(n);
+                map_best = map_best.max(n as f64 / t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                run_apply(n);
+                apply_best = apply_best.max(n as f64 / t.elapsed().as_secs_f64());
+            }
+            pool.terminate();
+            vec![map_best.into(), apply_best.into()]
+        },
+    );
+    let r = engine
+        .eval::<Array>("fn double(x) { x * 2 } bench_pool(Fn(\"double\"), 20000)")
+        .unwrap();
+    (r[0].as_float().unwrap(), r[1].as_float().unwrap())
+}
+
 fn main() {
     let which: Vec<String> = std::env::args()
         .skip(1)
@@ -249,4 +307,10 @@ fn main() {
         println!("wire_item {codec:.1} ns/op");
     }
     println!("pool_map_worker_bound {:.4e} items/s", 2e9 / (call + codec));
+    let prims = ["map_chunk1_primitive", "apply_async_primitive"];
+    if all || which.iter().any(|w| prims.contains(&w.as_str())) {
+        let (map, apply) = pool_primitives();
+        println!("map_chunk1_primitive {map:.4e} items/s");
+        println!("apply_async_primitive {apply:.4e} tasks/s");
+    }
 }

@@ -321,11 +321,12 @@ pub fn lock(s: &Mutex<sched::Scheduler>) -> MutexGuard<'_, sched::Scheduler> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Splits a task frame: `[4-byte LE units length][units][batch]`.
+/// Splits a task frame: `[4-byte LE units length][4-byte LE fd count][units][batch]` (the fd
+/// count lets the worker read many frames at once and still hand each its own fds).
 pub fn split_message(b: &[u8]) -> Option<(&[u8], &[u8])> {
     let n = u32::from_le_bytes(b.get(..4)?.try_into().ok()?) as usize;
-    let units = b.get(4..4 + n)?;
-    Some((units, &b[4 + n..]))
+    let units = b.get(8..8 + n)?;
+    Some((units, &b[8 + n..]))
 }
 
 /// Units decoded from `[[name, source], ...]`.

@@ -13,6 +13,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex, Weak};
 
 mod frames;
+pub(crate) use frames::frame_len;
 use frames::OutFrame;
 
 /// The pool's lifecycle (CPython's RUN / CLOSE / TERMINATE).
@@ -301,6 +302,20 @@ impl Scheduler {
             return Ok(());
         }
         let depth = (self.pending.len() / (2 * n)).clamp(2, 64);
+        // A worker is refilled only once it has room for a good batch (half its depth, or
+        // its share of what is queued): one result back must not mean one task frame out
+        // (that was a frame each way per task with chunksize 1), and it still has tasks
+        // queued while the refill travels.
+        let refill = (depth / 2).min(self.pending.len().div_ceil(n)).max(1);
+        let open: Vec<bool> = self
+            .workers
+            .iter()
+            .map(|w| w.outstanding.len() + refill <= depth)
+            .collect();
+        if !open.iter().any(|&o| o) {
+            self.maybe_finish();
+            return Ok(());
+        }
         let max = self.opts.maxtasksperchild;
         let mut batches: Vec<Vec<Chunk>> = (0..n).map(|_| Vec::new()).collect();
         // Each chunk goes to the least loaded worker with room.
@@ -308,7 +323,8 @@ impl Scheduler {
             let best = (0..n)
                 .filter(|&i| {
                     let w = &self.workers[i];
-                    w.out.is_none()
+                    open[i]
+                        && w.out.is_none()
                         && w.sock.is_some()
                         && w.outstanding.len() + batches[i].len() < depth
                         && max.is_none_or(|m| w.sent + batches[i].len() < m)

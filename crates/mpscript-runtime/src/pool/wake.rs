@@ -18,7 +18,9 @@ use std::thread::ThreadId;
 /// The waits in progress on one pool, and the eventfds not lent out.
 #[derive(Default)]
 pub struct Waiters {
-    list: Vec<(ThreadId, RawFd)>,
+    /// (thread, eventfd, written since lent): a wait nobody woke is given back without the
+    /// `read` that empties it (most waits: one thread per pool).
+    list: Vec<(ThreadId, RawFd, bool)>,
     spare: Vec<OwnedFd>,
 }
 
@@ -38,26 +40,34 @@ impl Waiters {
             }
         };
         self.list
-            .push((std::thread::current().id(), fd.as_raw_fd()));
+            .push((std::thread::current().id(), fd.as_raw_fd(), false));
         Ok(fd)
     }
 
     /// Ends a wait: unregisters its eventfd and takes it back (emptied).
     pub fn unregister(&mut self, fd: OwnedFd) {
         let raw = fd.as_raw_fd();
-        self.list.retain(|&(_, f)| f != raw);
-        drain(raw);
+        let mut woken = false;
+        self.list.retain(|&(_, f, w)| {
+            woken |= f == raw && w;
+            f != raw
+        });
+        if woken {
+            drain(raw);
+        }
         self.spare.push(fd);
     }
 
     /// Wakes the waits of every thread but the calling one.
-    pub fn wake_others(&self) {
+    pub fn wake_others(&mut self) {
         if self.list.is_empty() {
             return;
         }
         let me = std::thread::current().id();
         let one = 1u64;
-        for &(_, fd) in self.list.iter().filter(|(t, _)| *t != me) {
+        for (_, fd, woken) in self.list.iter_mut().filter(|(t, _, _)| *t != me) {
+            *woken = true;
+            let fd = *fd;
             // SAFETY: writing 8 bytes to a registered eventfd, which stays open while lent.
             // A full counter (EAGAIN) is still a pending wake-up.
             unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };

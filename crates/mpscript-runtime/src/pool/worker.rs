@@ -1,11 +1,14 @@
 //! The pool worker: the loop a forked worker runs inside the `Pool()` call that forked it.
 //!
 //! Messages are frames on the worker's own socket (the Connection framing, fds as SCM_RIGHTS):
-//! the parent sends a batch of chunks `[[chunk_id, f, star, items], ...]` plus any source
-//! units the worker does not have yet (REPL definitions made after the fork: rhai-notes §2,
-//! replayed verbatim, one compile each); the worker answers one frame per chunk, as soon as
-//! the chunk is done: `[nfds: u32][chunk_id, true, [value, ...]]` when every task succeeded
-//! (no wrapper per item: for tiny tasks it was a third of the codec's work), else
+//! the parent sends a batch of chunks `[[chunk_id, f, star, items, defer], ...]` (`f` is `()`
+//! when it is the previous chunk's) plus any source units the worker does not have yet (REPL
+//! definitions made after the fork: rhai-notes §2, replayed verbatim, one compile each), as
+//! `[units len u32][nfds u32][units][batch]`; the worker reads whatever frames have arrived in
+//! one `recvmsg` (see `Inbox`). It answers one frame per chunk, as soon as the chunk is done
+//! (a `defer` chunk's frame may wait for the next chunk of the same map job, and the frames then
+//! go out in one write: see `Outbox`): `[nfds: u32][chunk_id, true, [value, ...]]` when every
+//! task succeeded (no wrapper per item: for tiny tasks it was a third of the codec's work), else
 //! `[nfds: u32][chunk_id, false, [[ok, value], ...]]`. A task's error becomes a `RemoteError`
 //! payload (the worker's own error map and a traceback with the worker's script positions),
 //! so one bad task fails only itself. EOF on the socket means "no more work": the worker exits 0.
@@ -14,7 +17,6 @@ use crate::errors::RtResult;
 use crate::program::Unit;
 use rhai::{Array, Dynamic, Engine, FnPtr, NativeCallContext, AST};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::AtomicU64;
 
 /// What the worker runs with (everything it inherited at fork).
 pub struct WorkerSetup {
@@ -183,10 +185,149 @@ fn unsendable_reply(id: Dynamic, n: usize, why: &str) -> Dynamic {
     Dynamic::from_array(vec![id, false.into(), failed.into()])
 }
 
+/// The worker's side of its socket: task frames read in bulk (one `recvmsg` takes every frame
+/// the parent has sent so far, not two syscalls per frame) and split here; fds are handed out
+/// by the count each frame carries (`[ulen u32][nfds u32][units][batch]`).
+struct Inbox {
+    fd: std::os::fd::RawFd,
+    buf: Vec<u8>,
+    at: usize,
+    fds: std::collections::VecDeque<OwnedFd>,
+}
+
+/// A task frame: its bytes and fds.
+struct TaskFrame {
+    bytes: Vec<u8>,
+    fds: Vec<OwnedFd>,
+}
+
+impl Inbox {
+    /// The next whole frame, reading (blocking) as needed; `Ok(None)` on EOF.
+    fn next(&mut self) -> Result<Option<TaskFrame>, ()> {
+        loop {
+            if let Some(f) = self.take_buffered() {
+                return Ok(Some(f));
+            }
+            if self.at > 0 {
+                self.buf.drain(..self.at);
+                self.at = 0;
+            }
+            self.buf.reserve(64 * 1024);
+            let mut fds = Vec::new();
+            // Without background work a blocking read is the whole wait; with some (a pool
+            // made inside a task), wait through the runtime so it is serviced.
+            let flags = if crate::waiting::has_background() {
+                libc::MSG_DONTWAIT
+            } else {
+                0
+            };
+            let spare = self.buf.spare_capacity_mut();
+            match crate::connection::framing::recv_some(self.fd, spare, &mut fds, flags) {
+                Ok(0) => return Ok(None),
+                Ok(n) => {
+                    // SAFETY: recvmsg initialised n more bytes.
+                    unsafe { self.buf.set_len(self.buf.len() + n) };
+                    self.fds.extend(fds);
+                }
+                Err(nix::errno::Errno::EAGAIN) => {
+                    crate::connection::framing::wait_readable(self.fd).map_err(|_| ())?
+                }
+                Err(nix::errno::Errno::EINTR) => {
+                    crate::signals::check_interrupt().map_err(|_| ())?
+                }
+                Err(_) => return Err(()),
+            }
+        }
+    }
+
+    fn take_buffered(&mut self) -> Option<TaskFrame> {
+        let buf = &self.buf[self.at..];
+        let (hl, len) = super::sched::frame_len(buf)?;
+        if buf.len() < hl + len || len < 8 {
+            return None;
+        }
+        let bytes = buf[hl..hl + len].to_vec();
+        self.at += hl + len;
+        let nfds = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        let fds = (0..nfds).filter_map(|_| self.fds.pop_front()).collect();
+        Some(TaskFrame { bytes, fds })
+    }
+}
+
+/// Result frames waiting to go out together (one `sendmsg`). A reply waits here only when the
+/// parent marked its chunk deferrable: a `map`'s chunk (nobody sees its results before the
+/// whole job is done) followed in the same batch by another chunk of the same job — so a
+/// reply waits only for work its own job needs anyway, never for another job's task (which
+/// may run for ever). At most [`DEFER_MAX`] replies or [`DEFER_AGE`] (a progress bar still
+/// moves); a result an `apply_async`, `imap` or callback waits for is sent at once, as before.
+struct Outbox {
+    bytes: Vec<u8>,
+    fds: Vec<std::os::fd::RawFd>,
+    count: usize,
+    since: Option<std::time::Instant>,
+}
+
+/// Most replies one result frame batch holds.
+const DEFER_MAX: usize = 32;
+/// Longest a finished chunk's reply waits for the next one (checked as each chunk ends).
+const DEFER_AGE: std::time::Duration = std::time::Duration::from_micros(200);
+
+impl Outbox {
+    /// Adds a reply frame; its `fds` belong to the reply value, which the caller keeps alive
+    /// until the next flush (a reply with fds is flushed at once: see [`Outbox::may_wait`]).
+    fn push(&mut self, payload: &[u8], fds: &[std::os::fd::RawFd]) {
+        let (h, hl) = crate::connection::framing::header(payload.len() as u64);
+        self.bytes.extend_from_slice(&h[..hl]);
+        self.bytes.extend_from_slice(payload);
+        self.fds.extend_from_slice(fds);
+        self.count += 1;
+        self.since.get_or_insert_with(std::time::Instant::now);
+    }
+
+    fn may_wait(&self) -> bool {
+        self.fds.is_empty()
+            && self.count < DEFER_MAX
+            && self.since.is_some_and(|t| t.elapsed() < DEFER_AGE)
+    }
+
+    /// Sends everything held in one write (blocking until it is all out).
+    fn flush(&mut self, fd: std::os::fd::RawFd) -> Result<(), ()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        let r = send_all(fd, &self.bytes, &self.fds);
+        self.bytes.clear();
+        self.fds.clear();
+        self.count = 0;
+        self.since = None;
+        r
+    }
+}
+
+/// Writes pre-framed bytes (fds with the first byte), finishing after partial writes.
+fn send_all(fd: std::os::fd::RawFd, bytes: &[u8], fds: &[std::os::fd::RawFd]) -> Result<(), ()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let mut off = 0;
+    while off < bytes.len() {
+        let iov = [std::io::IoSlice::new(&bytes[off..])];
+        let cmsg = [ControlMessage::ScmRights(fds)];
+        let cmsgs: &[ControlMessage] = if off == 0 && !fds.is_empty() {
+            &cmsg
+        } else {
+            &[]
+        };
+        match sendmsg::<()>(fd, &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(n) => off += n,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(())
+}
+
 /// The worker's main loop; returns its exit code.
 pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
     let fd = setup.sock.as_raw_fd();
-    let skip = AtomicU64::new(0);
     let mut lib = Library { full: None };
     if let Some((f, args)) = &setup.initializer {
         let mut args = args.clone();
@@ -199,15 +340,27 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
             return 1;
         }
     }
+    let mut inbox = Inbox {
+        fd,
+        buf: Vec::new(),
+        at: 0,
+        fds: Default::default(),
+    };
+    let mut outbox = Outbox {
+        bytes: Vec::new(),
+        fds: Vec::new(),
+        count: 0,
+        since: None,
+    };
     let mut done = 0usize;
     loop {
-        let frame = match crate::connection::framing::recv_frame(fd, None, &skip) {
+        let frame = match inbox.next() {
             Ok(Some(f)) => f,
             Ok(None) => return 0,
             Err(_) => return 1,
         };
-        // [4-byte LE length][units][batch]: units first, so the batch's closures resolve
-        // against them.
+        // [4-byte LE units length][4-byte LE fd count][units][batch]: units first, so the
+        // batch's closures resolve against them.
         let Some((units, batch)) = super::split_message(&frame.bytes) else {
             return 1;
         };
@@ -229,13 +382,16 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
                 return 1;
             }
         };
-        for chunk in batch.try_cast::<Array>().unwrap_or_default() {
+        let mut chunks = batch.try_cast::<Array>().unwrap_or_default().into_iter();
+        let mut last_f: Option<FnPtr> = None;
+        while let Some(chunk) = chunks.next() {
             // Taken apart by value: the items are moved into the calls, never cloned.
             let Some(c) = chunk.try_cast::<Array>() else {
                 continue;
             };
             let mut parts = c.into_iter();
-            let (Some(id), Some(f), Some(star), Some(items), None) = (
+            let (Some(id), Some(f), Some(star), Some(items), Some(defer), None) = (
+                parts.next(),
                 parts.next(),
                 parts.next(),
                 parts.next(),
@@ -244,11 +400,18 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
             ) else {
                 continue;
             };
-            let Some(f) = f.try_cast::<FnPtr>() else {
-                continue;
-            };
             let star = star.as_bool().unwrap_or(false);
-            let f = if star { f } else { linked(&caller, &lib, f, 1) };
+            // `()`: the same function (and star) as the previous chunk of this batch (see
+            // `send_batch`): reused as it was resolved and linked then.
+            let f = match (f.try_cast::<FnPtr>(), &last_f) {
+                (Some(f), _) => {
+                    let f = if star { f } else { linked(&caller, &lib, f, 1) };
+                    last_f = Some(f.clone());
+                    f
+                }
+                (None, Some(g)) => g.clone(),
+                (None, None) => continue,
+            };
             let items = items.try_cast::<Array>().unwrap_or_default();
             let n = items.len();
             let mut results = Gathered::Values(Array::with_capacity(n));
@@ -263,14 +426,13 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
                     if matches!(**e, rhai::EvalAltResult::Exit(..)) {
                         // `exit(n)` in a task ends the worker, as SystemExit does in CPython;
                         // the parent fails the chunk it was running with BrokenProcessPool.
+                        // Replies already finished go out first: they were results.
+                        let _ = outbox.flush(fd);
                         return crate::program::take_exit().unwrap_or(0);
                     }
                 }
                 results.push(r);
             }
-            // One frame per chunk, sent as soon as it is done: if this worker dies later,
-            // the parent knows exactly which chunk was running (the first unanswered one)
-            // and which were never started (the rest: they are requeued, not failed).
             let reply = results.reply(id.clone());
             let (bytes, fds) = match crate::wire::encode(&reply, "result") {
                 Ok(x) => x,
@@ -286,10 +448,22 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
             let mut payload = Vec::with_capacity(4 + bytes.len());
             payload.extend_from_slice(&(fds.len() as u32).to_le_bytes());
             payload.extend_from_slice(&bytes);
-            if crate::connection::framing::send_frame(fd, &payload, &fds).is_err() {
+            outbox.push(&payload, &fds);
+            done += 1;
+            // Normally one reply per chunk, sent as soon as it is done: if this worker dies
+            // later, the parent knows exactly which chunk was running (the first unanswered
+            // one) and which never started (requeued). A map's chunk may wait for the next
+            // (see `Outbox`): a death then fails the unsent ones too, as part of a job that
+            // fails anyway.
+            let more = chunks.len() > 0;
+            if !(defer.as_bool().unwrap_or(false) && more && outbox.may_wait())
+                && outbox.flush(fd).is_err()
+            {
                 return 1;
             }
-            done += 1;
+        }
+        if outbox.flush(fd).is_err() {
+            return 1;
         }
         if setup.max_tasks.is_some_and(|m| done >= m) {
             return 0;

@@ -25,15 +25,45 @@ impl Scheduler {
         let (ub, _) = crate::wire::encode(&units_val.into(), "units")?;
         // The items are lent to the message (moved, not cloned) and taken back after encoding:
         // the chunk keeps them in case its worker dies and it is requeued.
+        // A chunk's reply may wait in the worker for the next chunk's (see `worker::Outbox`)
+        // only when that next chunk is of the same map job: the wait is then for work the job
+        // needs anyway, and nobody sees a map's results before it is complete.
+        let defer: Vec<bool> = (0..batch.len())
+            .map(|k| {
+                batch[k].job.data().kind == super::super::JobKind::Map
+                    && batch.get(k + 1).is_some_and(|n| n.job == batch[k].job)
+            })
+            .collect();
+        // A function the previous chunk of the batch already named (with the same star) travels
+        // as `()` and the worker reuses its own: with chunksize 1 it was encoded, decoded and
+        // looked up per task.
+        let same_f: Vec<bool> = (0..batch.len())
+            .map(|k| {
+                k > 0 && {
+                    let (a, b) = (&batch[k - 1].f, &batch[k].f);
+                    a.fn_name() == b.fn_name()
+                        && a.curry().is_empty()
+                        && b.curry().is_empty()
+                        && batch[k - 1].star == batch[k].star
+                }
+            })
+            .collect();
         let msg: Array = batch
             .iter_mut()
-            .map(|c| {
+            .zip(defer)
+            .zip(same_f)
+            .map(|((c, defer), same_f)| {
                 c.job.data().running = true;
                 Dynamic::from_array(vec![
                     (c.id as i64).into(),
-                    Dynamic::from(c.f.clone()),
+                    if same_f {
+                        Dynamic::UNIT
+                    } else {
+                        Dynamic::from(c.f.clone())
+                    },
                     c.star.into(),
                     std::mem::take(&mut c.items).into(),
+                    defer.into(),
                 ])
             })
             .collect();
@@ -43,15 +73,19 @@ impl Scheduler {
             .iter_mut()
             .zip(msg.try_cast::<Array>().unwrap_or_default())
         {
-            if let Some(items) = m.try_cast::<Array>().and_then(|mut p| p.pop()) {
+            if let Some(items) = m
+                .try_cast::<Array>()
+                .and_then(|mut p| (p.len() > 3).then(|| p.swap_remove(3)))
+            {
                 c.items = items.try_cast::<Array>().unwrap_or_default();
             }
         }
         let (bb, fds) = encoded?;
-        let (h, hl) = crate::connection::framing::header((4 + ub.len() + bb.len()) as u64);
-        let mut bytes = Vec::with_capacity(hl + 4 + ub.len() + bb.len());
+        let (h, hl) = crate::connection::framing::header((8 + ub.len() + bb.len()) as u64);
+        let mut bytes = Vec::with_capacity(hl + 8 + ub.len() + bb.len());
         bytes.extend_from_slice(&h[..hl]);
         bytes.extend_from_slice(&(ub.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&(fds.len() as u32).to_le_bytes());
         bytes.extend_from_slice(&ub);
         bytes.extend_from_slice(&bb);
         let w = &mut self.workers[i];
@@ -243,7 +277,7 @@ fn send_some(fd: RawFd, bytes: &[u8], fds: &[RawFd]) -> Result<usize, nix::errno
 }
 
 /// The header of a frame at the start of `buf`: (header length, payload length).
-fn frame_len(buf: &[u8]) -> Option<(usize, usize)> {
+pub(crate) fn frame_len(buf: &[u8]) -> Option<(usize, usize)> {
     let short = i32::from_be_bytes(buf.get(..4)?.try_into().ok()?);
     if short == -1 {
         let long = u64::from_be_bytes(buf.get(4..12)?.try_into().ok()?);
