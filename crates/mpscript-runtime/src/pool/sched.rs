@@ -365,15 +365,30 @@ impl Scheduler {
             OnDeath::Break => "a process pool executor worker",
         };
         let err = broken_error(w.pid, code, what);
-        // The first unanswered chunk was running: it fails. The ones behind it never
-        // started: they go back to the front of the queue (a Pool), in order.
+        // The first unanswered chunk was running (or done, its reply held back with the rest
+        // of its map): it fails. A map's chunks behind it fail too — they may have run, their
+        // replies held back (see `worker::Outbox`), and a map fails whole anyway — so no task
+        // runs twice. The others never started (replies are held back only within one map):
+        // they go back to the front of the queue (a Pool), in order.
         let mut held = w.outstanding.iter();
+        let mut failed_job = None;
         if let Some(id) = held.next() {
             if let Some(chunk) = self.inflight.remove(id) {
+                if chunk.job.data().kind == super::JobKind::Map {
+                    failed_job = Some(chunk.job.clone());
+                }
                 self.fail_chunk(chunk, err.clone());
             }
         }
-        let requeue: Vec<Chunk> = held.filter_map(|id| self.inflight.remove(id)).collect();
+        let behind: Vec<Chunk> = held.filter_map(|id| self.inflight.remove(id)).collect();
+        let mut requeue = Vec::new();
+        for c in behind {
+            if failed_job.as_ref() == Some(&c.job) {
+                self.fail_chunk(c, err.clone());
+            } else {
+                requeue.push(c);
+            }
+        }
         for c in requeue.into_iter().rev() {
             self.pending.push_front(c);
         }
