@@ -17,3 +17,5 @@ mod tutorial_doc;
 mod spawn;
 // Pools on a Redis-protocol broker, with a real redis-server and `mpscript worker`s.
 mod broker;
+// The spin-then-block wait: same behaviour with spinning off, on, and timeouts kept.
+mod spin;

@@ -20,6 +20,7 @@
 //!   are the start methods.
 //! - [`context`]: `set_start_method`, `get_context`: which start method constructors use.
 //! - [`waiting`]: timeouts, deadlines, the one fd wait; [`signals`]: Ctrl-C.
+//! - [`spin`]: the bounded, adaptive busy-poll before a wait that a reply ends within µs.
 //! - [`program`]: the running script's source units and exit status.
 //! - [`session`]: an incremental program for the REPL (persistent scope, function-only AST).
 //! - [`hygiene`]: the leak check (children, zombies, fds) used by tests.
@@ -62,6 +63,7 @@ pub mod session;
 pub mod sharedmem;
 pub mod shm;
 pub mod signals;
+pub mod spin;
 pub mod synchronize;
 pub mod threads;
 pub mod waiting;

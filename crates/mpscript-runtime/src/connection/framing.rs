@@ -243,7 +243,18 @@ pub fn recv_frame(
     maxlength: Option<u64>,
     skip: &std::sync::atomic::AtomicU64,
 ) -> RtResult<Option<Frame>> {
-    Ok(recv_frame_split(fd, maxlength, skip, |_| 0)?.map(|(f, _)| f))
+    Ok(recv_frame_split(fd, maxlength, skip, |_| 0, None)?.map(|(f, _)| f))
+}
+
+/// [`recv_frame`] for a wait that is usually answered within microseconds (a reply): it
+/// busy-polls for `spin`'s budget before blocking (see [`crate::spin`]).
+pub fn recv_frame_spin(
+    fd: RawFd,
+    maxlength: Option<u64>,
+    skip: &std::sync::atomic::AtomicU64,
+    spin: &crate::spin::Spin,
+) -> RtResult<Option<Frame>> {
+    Ok(recv_frame_split(fd, maxlength, skip, |_| 0, Some(spin))?.map(|(f, _)| f))
 }
 
 /// Most bytes [`recv_frame_split`] puts before the body.
@@ -265,30 +276,61 @@ impl Head {
 /// Like [`recv_frame`], but the first `head_len(length)` bytes of the payload (at most
 /// [`HEAD_MAX`]) go into a [`Head`] and only the rest into `Frame::bytes`: a blob's encoding
 /// prefix can be checked there and its bytes become the script's Blob without a copy.
+/// `spin`: busy-poll for its budget before blocking for the first byte ([`crate::spin`]).
 pub fn recv_frame_split(
     fd: RawFd,
     maxlength: Option<u64>,
     skip: &std::sync::atomic::AtomicU64,
     head_len: impl FnOnce(u64) -> usize,
+    spin: Option<&crate::spin::Spin>,
 ) -> RtResult<Option<(Frame, Head)>> {
+    use crate::spin::Spun;
     use std::sync::atomic::Ordering;
     let mut fds = Vec::new();
     let mut h = [std::mem::MaybeUninit::<u8>::uninit(); 4];
     // Without background work to serve, a blocking read is the whole wait (one syscall; SIGINT
     // interrupts it with EINTR, as the handler has no SA_RESTART). With some, poll first.
-    let flags = if crate::waiting::has_background() {
+    let block_flags = if crate::waiting::has_background() {
         libc::MSG_DONTWAIT
     } else {
         0
     };
+    // With a spin, the first read does not block: on EAGAIN, non-blocking reads for the
+    // budget, then the kernel wait as without.
+    let mut spin = spin.filter(|_| crate::spin::max_ns() > 0);
+    let mut flags = if spin.is_some() {
+        libc::MSG_DONTWAIT
+    } else {
+        block_flags
+    };
+    let mut blocking = None;
     let first = loop {
-        match recv_some(fd, &mut h, &mut fds, flags) {
+        let mut r = recv_some(fd, &mut h, &mut fds, flags);
+        if let (Err(Errno::EAGAIN), Some(s)) = (&r, spin.take()) {
+            flags = block_flags;
+            match s.spin(
+                || match recv_some(fd, &mut h, &mut fds, libc::MSG_DONTWAIT) {
+                    Err(Errno::EAGAIN) => None,
+                    got => Some(got),
+                },
+            ) {
+                Spun::Ready(got) => r = got,
+                Spun::Block(b) => {
+                    blocking = Some((s, b));
+                    continue;
+                }
+            }
+        }
+        match r {
             Ok(n) => break n,
             Err(Errno::EAGAIN) => wait_readable(fd)?,
             Err(Errno::EINTR) => crate::signals::check_interrupt()?,
             Err(e) => return Err(os_error(e, "recv")),
         }
     };
+    if let Some((s, b)) = blocking {
+        s.blocked(b);
+    }
     if first == 0 {
         return Ok(None);
     }

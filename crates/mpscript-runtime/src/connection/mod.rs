@@ -89,6 +89,8 @@ pub struct ConnInner {
     pickle: bool,
     /// Largest frame accepted when `recv` gives no limit (Listener/Client connections).
     max_frame: Option<u64>,
+    /// The receive wait's spin budget (a reply usually comes within µs: [`crate::spin`]).
+    spin: crate::spin::Spin,
 }
 
 /// A handle to one end of a pipe (API.md "Message passing"); copies are the same end.
@@ -143,6 +145,7 @@ pub fn pipe(duplex: bool) -> RtResult<(Connection, Connection)> {
             writable: w,
             pickle: false,
             max_frame: None,
+            spin: crate::spin::Spin::new(),
         }))
     };
     if duplex {
@@ -193,6 +196,7 @@ impl Connection {
             writable,
             pickle: false,
             max_frame: None,
+            spin: crate::spin::Spin::new(),
         }))
     }
 
@@ -207,6 +211,7 @@ impl Connection {
             writable: true,
             pickle: true,
             max_frame,
+            spin: crate::spin::Spin::new(),
         })))
     }
 
@@ -308,7 +313,13 @@ impl Connection {
         if left > 0 {
             framing::discard(fd.as_raw_fd(), left, skip)?;
         }
-        match framing::recv_frame_split(fd.as_raw_fd(), maxlength, skip, head_len) {
+        match framing::recv_frame_split(
+            fd.as_raw_fd(),
+            maxlength,
+            skip,
+            head_len,
+            Some(&self.0.spin),
+        ) {
             Ok(Some(f)) => Ok(f),
             Ok(None) => Err(mp_err(ErrorKind::EOFError, "")),
             Err(e) => {
@@ -510,6 +521,7 @@ pub fn register_codec() {
             writable: flags & 2 != 0,
             pickle: flags & 4 != 0,
             max_frame: (max_frame > 0).then_some(max_frame),
+            spin: crate::spin::Spin::new(),
         }))))
     }
     crate::wire::register_handle::<Connection>(crate::wire::HandleCodec {

@@ -177,6 +177,8 @@ fn connect(addr: &Address, authkey: &[u8]) -> RtResult<OwnedFd> {
 struct Conn {
     pid: nix::unistd::Pid,
     fd: Option<OwnedFd>,
+    /// The reply wait's spin budget: a reply usually comes within µs ([`crate::spin`]).
+    spin: crate::spin::Spin,
 }
 
 /// Connections by manager address and authkey (a wrong key must not reuse a good one).
@@ -200,7 +202,13 @@ pub fn call(
         let mut m = conns().lock().unwrap_or_else(|e| e.into_inner());
         let c = m
             .entry((addr.clone(), authkey.to_vec()))
-            .or_insert_with(|| Arc::new(Mutex::new(Conn { pid: me, fd: None })));
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Conn {
+                    pid: me,
+                    fd: None,
+                    spin: crate::spin::Spin::new(),
+                }))
+            });
         c.clone()
     };
     let mut c = conn.lock().unwrap_or_else(|e| e.into_inner());
@@ -224,7 +232,7 @@ pub fn call(
     let result = (|| {
         send_frame(fd, &bytes, &fds)?;
         let skip = AtomicU64::new(0);
-        recv_frame(fd, None, &skip)
+        crate::connection::framing::recv_frame_spin(fd, None, &skip, &c.spin)
     })();
     let frame = match result {
         Ok(Some(f)) => f,

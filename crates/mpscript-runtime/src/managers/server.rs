@@ -423,6 +423,7 @@ pub fn serve(ctx: &NativeCallContext, listener: OwnedFd, authkey: Vec<u8>) -> i3
     let lfd = listener.as_raw_fd();
     // The script's functions, gathered once, the first time a request holds a closure.
     let lib = std::cell::OnceCell::new();
+    let spin = crate::spin::Spin::new();
     loop {
         s.expire();
         let ids: Vec<u64> = s.conns.keys().copied().collect();
@@ -450,8 +451,20 @@ pub fn serve(ctx: &NativeCallContext, listener: OwnedFd, authkey: Vec<u8>) -> i3
                     + 1
             })
             .unwrap_or(-1);
-        // SAFETY: a valid array of pollfds we own.
-        let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
+        // A client's next request usually follows its reply within µs: busy-poll for the
+        // adaptive budget before blocking, so the server stays hot ([`crate::spin`]).
+        let mut poll_all = |t: i32| {
+            // SAFETY: a valid array of pollfds we own.
+            unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, t) }
+        };
+        let r = match spin.spin(|| (poll_all(0) > 0).then_some(())) {
+            crate::spin::Spun::Ready(()) => 1,
+            crate::spin::Spun::Block(b) => {
+                let r = poll_all(timeout);
+                spin.blocked(b);
+                r
+            }
+        };
         if r < 0 {
             continue; // EINTR
         }
