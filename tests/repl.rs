@@ -227,13 +227,15 @@ fn ctrl_c_interrupts_running_input_and_ends_its_processes() {
     r.expect(">>> "); // the fresh prompt (keys typed before it would be dropped by rustyline)
     r.eval("2 + 2", "=> 4");
     // A blocking sleep.
-    r.eval("print(\"sleeping\"); sleep(60)", "sleeping");
+    // Each marker is printed from pieces so that it is not in the echo of the typed line:
+    // matched there, Ctrl-C could reach the line editor (raw mode: a key, not a signal).
+    r.eval("print(\"sleep\" + \"ing\"); sleep(60)", "sleeping");
     r.keys("\x03");
     r.expect("KeyboardInterrupt");
     r.eval("1 + 1", "=> 2");
     // A join on a sleeping child: the child this input started is ended.
     r.eval(
-        "let q = Process(|| sleep(60)); q.start(); print(`started ${q.pid}`); q.join()",
+        "let q = Process(|| sleep(60)); q.start(); print(\"start\" + `ed ${q.pid}`); q.join()",
         "started ",
     );
     r.keys("\x03");
@@ -242,7 +244,10 @@ fn ctrl_c_interrupts_running_input_and_ends_its_processes() {
     r.eval("q.exitcode", "=> -15");
     r.eval("active_children().len()", "=> 0");
     // A busy loop in script code.
-    r.eval("print(\"looping\"); let n = 0; loop { n += 1; }", "looping");
+    r.eval(
+        "print(\"loop\" + \"ing\"); let n = 0; loop { n += 1; }",
+        "looping",
+    );
     r.keys("\x03");
     r.expect("KeyboardInterrupt");
     r.eval("n > 0", "=> true");
