@@ -152,3 +152,60 @@ fn pool_worker_crash_fails_only_its_task() {
     assert!(child.wait().unwrap().success());
     assert_eq!(rest, "BrokenProcessPool -6\n[2, 4, 6]\n");
 }
+
+/// The host half of `a_hosts_c_stdio_output_in_a_child_is_not_lost`: an embedding host whose
+/// native function writes through C stdio (`printf`, fully buffered on a pipe). Runs only when
+/// that test starts this test binary again with `MPSCRIPT_TEST_C_STDIO_HOST` set.
+#[test]
+fn c_stdio_host_half() {
+    if std::env::var_os("MPSCRIPT_TEST_C_STDIO_HOST").is_none() {
+        return;
+    }
+    let mut engine = mpscript_runtime::new_engine();
+    engine.register_fn("c_print", |n: i64| {
+        let s = std::ffi::CString::new(format!("C stdio from child {n}\n")).unwrap();
+        // SAFETY: a NUL-terminated string with no format directives besides the one `%s`.
+        unsafe { libc::printf(c"%s".as_ptr(), s.as_ptr()) };
+    });
+    let rt = mpscript_runtime::Runtime::new(engine);
+    let src = "let ps = [];\n\
+               for i in 0..3 { let p = Process(|i| c_print(i), [i]); p.start(); ps.push(p); }\n\
+               for p in ps { p.join(); if p.exitcode != 0 { exit(3) } }\n\
+               print(\"HOST DONE\");";
+    assert_eq!(rt.run_source("host.rhai", src, vec![]).unwrap(), 0);
+}
+
+/// A forked child flushes C stdio before `_exit`: what a host's native function printed with
+/// `printf` in a child reaches a pipe, once.
+#[test]
+fn a_hosts_c_stdio_output_in_a_child_is_not_lost() {
+    use wait_timeout::ChildExt;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "process::c_stdio_host_half", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env("MPSCRIPT_TEST_C_STDIO_HOST", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut out, &mut s).map(|_| s)
+    });
+    let status = match child.wait_timeout(Duration::from_secs(60)).unwrap() {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the host hung");
+        }
+    };
+    let text = reader.join().unwrap().unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("HOST DONE"), "{text}");
+    for i in 0..3 {
+        let line = format!("C stdio from child {i}");
+        assert_eq!(text.matches(&line).count(), 1, "{line:?} in {text:?}");
+    }
+}
