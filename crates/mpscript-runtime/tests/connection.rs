@@ -3,32 +3,8 @@
 //! peer is SIGKILLed, a receiver killed mid-message, corrupt or truncated frames.
 
 use mpscript_runtime::connection::{self, framing};
-use std::sync::Mutex;
-
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fork(f: impl FnOnce()) -> i32 {
-    // SAFETY: tests run one at a time; the child runs `f` and leaves with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            f();
-            // SAFETY: leave without unwinding into the test harness.
-            unsafe { libc::_exit(0) }
-        }
-        pid => pid,
-    }
-}
-
-fn reap(pid: i32) -> i32 {
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    status
-}
+mod common;
+use common::{fork, reap, serial};
 
 fn kind(e: &rhai::EvalAltResult) -> String {
     mpscript_runtime::errors::kind_of(e).unwrap_or_default()

@@ -9,14 +9,11 @@ use mpscript_runtime::connection;
 use mpscript_runtime::queues::{Handle, Kind, QueueCore};
 use mpscript_runtime::waiting::Deadline;
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::{fork, reap, serial};
 
 fn core(kind: Kind, maxsize: u64) -> Arc<QueueCore> {
     Handle::new(kind, maxsize).unwrap().core().unwrap()
@@ -24,26 +21,6 @@ fn core(kind: Kind, maxsize: u64) -> Arc<QueueCore> {
 
 fn forever() -> Option<Deadline> {
     Some(Deadline::after(Some(Duration::from_secs(60))))
-}
-
-/// Forks a child running `f`, which must not return normally (it `_exit`s).
-fn fork(f: impl FnOnce()) -> i32 {
-    // SAFETY: tests run one at a time; the child runs `f` and leaves with _exit.
-    match unsafe { libc::fork() } {
-        0 => {
-            f();
-            // SAFETY: leave without unwinding into the test harness.
-            unsafe { libc::_exit(0) }
-        }
-        pid => pid,
-    }
-}
-
-fn reap(pid: i32) -> i32 {
-    let mut status = 0;
-    // SAFETY: reaping our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    status
 }
 
 fn item(p: u64, seq: u64) -> [u8; 8] {
