@@ -13,6 +13,31 @@ fn script(name: &str, text: &str) -> (tempdir::Dir, String) {
     (d, p.display().to_string())
 }
 
+/// Starts the binary on `path` (leak check on, output piped) and returns once the script has
+/// printed its first line, which must be `ready`. The reader of its stdout comes back too:
+/// kept open, a later print cannot end the script with SIGPIPE.
+fn start_until_ready(
+    path: &str,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(bin())
+        .arg(path)
+        .env("MPSCRIPT_LEAK_CHECK", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    (child, out)
+}
+
 /// A private temporary directory removed on drop (no crate needed for this much).
 mod tempdir {
     pub struct Dir {
@@ -170,23 +195,11 @@ fn closed_stdout_does_not_panic() {
 
 #[test]
 fn sigint_raises_keyboard_interrupt_and_ends_children() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let (_d, p) = script(
         "int.rhai",
         "let c = Process(|| sleep(60)); c.start();\nprint(\"ready\");\nloop { sleep(0.05); }\n",
     );
-    let mut child = Command::new(bin())
-        .arg(&p)
-        .env("MPSCRIPT_LEAK_CHECK", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line, "ready\n");
+    let (child, _out) = start_until_ready(&p);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
@@ -199,8 +212,6 @@ fn sigint_raises_keyboard_interrupt_and_ends_children() {
 // there must still end the script (KeyboardInterrupt, status 130), not wait for the task.
 #[test]
 fn sigint_ends_an_empty_bodied_loop_over_results() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     for lp in [
         "for r in p.imap(|x| sleep(60), [1]) { }",
         "for r in p.imap_unordered(|x| sleep(60), [1]) { }",
@@ -212,17 +223,7 @@ fn sigint_ends_an_empty_bodied_loop_over_results() {
                 "let p = Pool(1); let ex = ProcessPoolExecutor(1);\nprint(\"ready\");\n{lp}\n"
             ),
         );
-        let mut child = Command::new(bin())
-            .arg(&path)
-            .env("MPSCRIPT_LEAK_CHECK", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line, "ready\n");
+        let (mut child, _out) = start_until_ready(&path);
         // A signal that lands before the loop blocks is seen at its next check; resend until
         // the script ends, within a bound far below the task's 60 s.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);

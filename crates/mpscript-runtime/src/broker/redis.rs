@@ -166,6 +166,22 @@ impl RedisBroker {
             r => r.map_err(|e| self.err(e)),
         }
     }
+
+    /// Each consumer's pending entries (at most `count` each), in one round trip.
+    fn pending_of(&mut self, consumers: &[String], count: usize) -> RtResult<Vec<Value>> {
+        self.ensure_group()?;
+        let mut p = redis::pipe();
+        for c in consumers {
+            p.cmd("XPENDING")
+                .arg(TASKS)
+                .arg(GROUP)
+                .arg("-")
+                .arg("+")
+                .arg(count)
+                .arg(c);
+        }
+        p.query(&mut self.con).map_err(|e| self.err(e))
+    }
 }
 
 /// True for a refused password or user (`WRONGPASS`, `NOAUTH`, `NOPERM`).
@@ -533,18 +549,7 @@ impl Broker for RedisBroker {
         if consumers.is_empty() {
             return Ok(());
         }
-        self.ensure_group()?;
-        let mut p = redis::pipe();
-        for c in consumers {
-            p.cmd("XPENDING")
-                .arg(TASKS)
-                .arg(GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(100)
-                .arg(c);
-        }
-        let held: Vec<Value> = p.query(&mut self.con).map_err(|e| self.err(e))?;
+        let held = self.pending_of(consumers, 100)?;
         let mut claims = redis::pipe();
         let mut any = false;
         for (c, list) in consumers.iter().zip(&held) {
@@ -577,18 +582,7 @@ impl Broker for RedisBroker {
         if consumers.is_empty() {
             return Ok(Vec::new());
         }
-        self.ensure_group()?;
-        let mut p = redis::pipe();
-        for c in consumers {
-            p.cmd("XPENDING")
-                .arg(TASKS)
-                .arg(GROUP)
-                .arg("-")
-                .arg("+")
-                .arg(1)
-                .arg(c);
-        }
-        let held: Vec<Value> = p.query(&mut self.con).map_err(|e| self.err(e))?;
+        let held = self.pending_of(consumers, 1)?;
         let mut keep = Vec::new();
         let mut del = redis::pipe();
         for (c, list) in consumers.iter().zip(&held) {
