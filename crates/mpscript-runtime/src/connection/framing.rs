@@ -342,7 +342,7 @@ impl Head {
 /// [`HEAD_MAX`]) go into a [`Head`] and only the rest into `Frame::bytes`: a blob's encoding
 /// prefix can be checked there and its bytes become the script's Blob without a copy.
 /// `spin`: busy-poll for its budget before blocking for the first byte ([`crate::spin`]);
-/// `body_spin`: the same while the rest of a message is on its way ([`read_body`]).
+/// `body_spin`: the same while the rest of a message is on its way (see `read_body`).
 pub fn recv_frame_split(
     fd: RawFd,
     maxlength: Option<u64>,
