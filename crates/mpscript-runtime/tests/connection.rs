@@ -243,7 +243,7 @@ fn open_fds() -> usize {
 
 // CPython's _TestConnection.test_connection sends a "really_big_msg" (16 MB); here blobs of
 // every size around the receive paths' thresholds (the 16 KiB direct-blob read, a socket
-// buffer, the 8 MiB huge-page advice, a buffer that grows past 64 MiB is covered above) go
+// buffer, the 1 MiB send buffer; a buffer that grows past 64 MiB is covered above) go
 // through `send`/`recv` from another process, with a plain value between each: all arrive
 // intact and in order, and no fd is left behind.
 #[test]
