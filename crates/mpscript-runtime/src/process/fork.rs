@@ -134,7 +134,9 @@ pub fn flush_before_fork() {
 /// would otherwise repeat, each time on pages it must first copy or map (a child's page
 /// faults are most of the cost of a fork on a VM): the main thread's record and its
 /// thread-local slot (whose destructor registration looks a symbol up in every loaded
-/// library), and the parent-death handler (handlers survive fork; see `parent_death`).
+/// library), the registry of script threads (every child looks it up at exit to join its
+/// threads; left for the child, its lazy initialisation is code and data pages each child
+/// faults in), and the parent-death handler (handlers survive fork; see `parent_death`).
 fn prepare_parent_once() {
     static DONE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
     if DONE.load(Ordering::Relaxed) {
@@ -142,6 +144,7 @@ fn prepare_parent_once() {
     }
     DONE.store(true, Ordering::Relaxed);
     let _ = crate::threads::current_thread();
+    let _ = crate::threads::active_count();
     super::parent_death::install_handler();
 }
 
