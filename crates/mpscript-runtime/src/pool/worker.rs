@@ -195,9 +195,10 @@ struct Inbox {
     fds: std::collections::VecDeque<OwnedFd>,
 }
 
-/// A task frame: its bytes and fds.
+/// A task frame: where its bytes are in the inbox's buffer (read in place, not copied out),
+/// and its fds.
 struct TaskFrame {
-    bytes: Vec<u8>,
+    bytes: std::ops::Range<usize>,
     fds: Vec<OwnedFd>,
 }
 
@@ -246,9 +247,10 @@ impl Inbox {
         if buf.len() < hl + len || len < 8 {
             return None;
         }
-        let bytes = buf[hl..hl + len].to_vec();
+        let p = &buf[hl..hl + len];
+        let nfds = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as usize;
+        let bytes = self.at + hl..self.at + hl + len;
         self.at += hl + len;
-        let nfds = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
         let fds = (0..nfds).filter_map(|_| self.fds.pop_front()).collect();
         Some(TaskFrame { bytes, fds })
     }
@@ -273,12 +275,15 @@ const DEFER_MAX: usize = 32;
 const DEFER_AGE: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl Outbox {
-    /// Adds a reply frame; its `fds` belong to the reply value, which the caller keeps alive
-    /// until the next flush (a reply with fds is flushed at once: see [`Outbox::may_wait`]).
-    fn push(&mut self, payload: &[u8], fds: &[std::os::fd::RawFd]) {
-        let (h, hl) = crate::connection::framing::header(payload.len() as u64);
+    /// Adds a reply frame (`[nfds u32][wire]`); its `fds` belong to the reply value, which
+    /// the caller keeps alive until the next flush (a reply with fds is flushed at once: see
+    /// [`Outbox::may_wait`]).
+    fn push(&mut self, wire: &[u8], fds: &[std::os::fd::RawFd]) {
+        let (h, hl) = crate::connection::framing::header(4 + wire.len() as u64);
         self.bytes.extend_from_slice(&h[..hl]);
-        self.bytes.extend_from_slice(payload);
+        self.bytes
+            .extend_from_slice(&(fds.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(wire);
         self.fds.extend_from_slice(fds);
         self.count += 1;
         self.since.get_or_insert_with(std::time::Instant::now);
@@ -353,6 +358,7 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
         since: None,
     };
     let mut done = 0usize;
+    let mut scratch = Vec::with_capacity(64);
     loop {
         let frame = match inbox.next() {
             Ok(Some(f)) => f,
@@ -361,7 +367,7 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
         };
         // [4-byte LE units length][4-byte LE fd count][units][batch]: units first, so the
         // batch's closures resolve against them.
-        let Some((units, batch)) = super::split_message(&frame.bytes) else {
+        let Some((units, batch)) = super::split_message(&inbox.buf[frame.bytes]) else {
             return 1;
         };
         let units = match crate::wire::decode(units, Vec::new(), None) {
@@ -434,21 +440,20 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
                 results.push(r);
             }
             let reply = results.reply(id.clone());
-            let (bytes, fds) = match crate::wire::encode(&reply, "result") {
-                Ok(x) => x,
-                Err(e) => {
-                    let d = crate::errors::describe(&e);
-                    let fail = unsendable_reply(id, n, &d.message);
-                    match crate::wire::encode(&fail, "result") {
-                        Ok(x) => x,
-                        Err(_) => return 1,
-                    }
+            // Encoded into one buffer kept across replies, then copied once into the outbox.
+            let mut e = crate::wire::Encoder::with_bytes("result", std::mem::take(&mut scratch));
+            e.bytes.clear();
+            if let Err(err) = e.value(&reply) {
+                let d = crate::errors::describe(&err);
+                let fail = unsendable_reply(id, n, &d.message);
+                e = crate::wire::Encoder::with_bytes("result", std::mem::take(&mut e.bytes));
+                e.bytes.clear();
+                if e.value(&fail).is_err() {
+                    return 1;
                 }
-            };
-            let mut payload = Vec::with_capacity(4 + bytes.len());
-            payload.extend_from_slice(&(fds.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&bytes);
-            outbox.push(&payload, &fds);
+            }
+            outbox.push(&e.bytes, &e.fds);
+            scratch = e.bytes;
             done += 1;
             // Normally one reply per chunk, sent as soon as it is done: if this worker dies
             // later, the parent knows exactly which chunk was running (the first unanswered
