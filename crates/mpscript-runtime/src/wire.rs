@@ -184,6 +184,29 @@ impl Encoder {
         self.bytes.extend_from_slice(b);
     }
 
+    /// Appends an array's header: `n` encoded values must follow (the pool writes its task
+    /// batches straight from its chunks this way, without building a `Dynamic` message).
+    pub fn array_header(&mut self, n: usize) {
+        self.byte(T_ARRAY);
+        self.uvar(n as u64);
+    }
+
+    /// Appends an int value (as [`Encoder::value`] would encode it).
+    pub fn int(&mut self, i: INT) {
+        self.byte(T_INT);
+        self.ivar(i);
+    }
+
+    /// Appends a bool value.
+    pub fn bool(&mut self, b: bool) {
+        self.byte(if b { T_TRUE } else { T_FALSE });
+    }
+
+    /// Appends the unit value.
+    pub fn unit(&mut self) {
+        self.byte(T_UNIT);
+    }
+
     /// Records a file descriptor to pass beside the bytes; returns its index.
     pub fn fd(&mut self, fd: RawFd) -> usize {
         self.fds.push(fd);
@@ -308,6 +331,22 @@ impl Encoder {
         Ok(())
     }
 
+    /// Appends a function pointer value (its name, then its captured values).
+    pub fn fnptr(&mut self, f: &FnPtr) -> RtResult<()> {
+        self.fn_ptr(f, 0)
+    }
+
+    /// Appends an array value from its elements (error paths name each `[i]`).
+    pub fn array(&mut self, a: &[Dynamic]) -> RtResult<()> {
+        self.array_header(a.len());
+        for (i, x) in a.iter().enumerate() {
+            self.path.push(Seg::Index(i));
+            self.value_at(x, 1)?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+
     fn fn_ptr(&mut self, f: &FnPtr, depth: usize) -> RtResult<()> {
         self.byte(T_FNPTR);
         self.raw(f.fn_name().as_bytes());
@@ -420,6 +459,31 @@ impl<'a> Decoder<'a> {
             .get_mut(i)
             .and_then(Option::take)
             .ok_or_else(|| "missing file descriptor".to_string())
+    }
+
+    /// Reads an array's header: its length (the values follow).
+    pub fn array_header(&mut self) -> Result<usize, String> {
+        match self.byte()? {
+            T_ARRAY => self.len(1),
+            t => Err(format!("expected an array, found tag {t}")),
+        }
+    }
+
+    /// Reads an int value.
+    pub fn int(&mut self) -> Result<INT, String> {
+        match self.byte()? {
+            T_INT => self.ivar(),
+            t => Err(format!("expected an int, found tag {t}")),
+        }
+    }
+
+    /// Reads a bool value.
+    pub fn bool(&mut self) -> Result<bool, String> {
+        match self.byte()? {
+            T_TRUE => Ok(true),
+            T_FALSE => Ok(false),
+            t => Err(format!("expected a bool, found tag {t}")),
+        }
     }
 
     /// Decodes one value.
