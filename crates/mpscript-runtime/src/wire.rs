@@ -331,6 +331,17 @@ impl Encoder {
         Ok(())
     }
 
+    /// Enters element `i` of an array written piece by piece (for error paths: `[i]`);
+    /// [`Encoder::leave`] when it is written.
+    pub fn enter(&mut self, i: usize) {
+        self.path.push(Seg::Index(i));
+    }
+
+    /// Leaves the element entered last.
+    pub fn leave(&mut self) {
+        self.path.pop();
+    }
+
     /// Appends a function pointer value (its name, then its captured values).
     pub fn fnptr(&mut self, f: &FnPtr) -> RtResult<()> {
         self.fn_ptr(f, 0)

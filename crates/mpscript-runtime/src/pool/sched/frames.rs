@@ -24,7 +24,7 @@ impl Scheduler {
         // then the units and the batch; the header is written last, right before the body.
         const ROOM: usize = 12 + 8;
         let units = crate::program::units_since(self.workers[i].gen);
-        let mut e = crate::wire::Encoder::with_bytes("units", Vec::with_capacity(256));
+        let mut e = crate::wire::Encoder::with_bytes("args", Vec::with_capacity(256));
         e.bytes.resize(ROOM, 0);
         if units.is_empty() {
             e.array_header(0);
@@ -59,6 +59,7 @@ impl Scheduler {
                     && b.curry().is_empty()
                     && batch[k - 1].star == c.star
             };
+            e.enter(k);
             e.array_header(5);
             e.int(c.id as i64);
             if same_f {
@@ -67,8 +68,11 @@ impl Scheduler {
                 e.fnptr(&c.f)?;
             }
             e.bool(c.star);
+            e.enter(3);
             e.array(&c.items)?;
+            e.leave();
             e.bool(defer);
+            e.leave();
         }
         let (mut bytes, fds) = (e.bytes, e.fds);
         let len = bytes.len() - 12;
