@@ -111,11 +111,10 @@ pub fn script_type_name(v: &Dynamic) -> String {
 /// Names the captured variables of a closure: (fn name, capture count) -> names.
 pub type CaptureNamer = dyn Fn(&str, usize) -> Vec<String>;
 
-/// One step of an error path. Kept unformatted, because the path is only read when a value
-/// cannot be sent: formatting `[i]` for every array element cost most of an item's encoding.
+/// One step of an error path below its root. Kept unformatted, because the path is only read
+/// when a value cannot be sent: formatting `[i]` for every array element cost most of an
+/// item's encoding.
 enum Seg {
-    /// Literal text: the root (`args`, `item`) or `capture NAME`.
-    Text(String),
     /// `[i]`.
     Index(usize),
     /// `.key` or `["key"]`.
@@ -128,6 +127,9 @@ pub struct Encoder {
     pub bytes: Vec<u8>,
     /// File descriptors that must travel with the bytes (borrowed from live handles).
     pub fds: Vec<RawFd>,
+    /// The path's root (`args`, `item`, `capture NAME`): inline for short names, and the
+    /// path below it starts empty, so a new encoder allocates nothing but its bytes.
+    root: rhai::Identifier,
     path: Vec<Seg>,
     /// Names of captured variables, for `capture NAME` paths: fn name -> param names.
     capture_names: Option<Box<CaptureNamer>>,
@@ -136,10 +138,17 @@ pub struct Encoder {
 impl Encoder {
     /// A new encoder whose error paths start at `root` (`args`, `item`, ...).
     pub fn new(root: &str) -> Self {
+        Self::with_bytes(root, Vec::with_capacity(64))
+    }
+
+    /// An encoder appending to `bytes` (a buffer reused across messages, or one that already
+    /// holds a frame's header).
+    pub fn with_bytes(root: &str, bytes: Vec<u8>) -> Self {
         Self {
-            bytes: Vec::with_capacity(64),
+            bytes,
             fds: Vec::new(),
-            path: vec![Seg::Text(root.to_string())],
+            root: root.into(),
+            path: Vec::new(),
             capture_names: None,
         }
     }
@@ -175,6 +184,29 @@ impl Encoder {
         self.bytes.extend_from_slice(b);
     }
 
+    /// Appends an array's header: `n` encoded values must follow (the pool writes its task
+    /// batches straight from its chunks this way, without building a `Dynamic` message).
+    pub fn array_header(&mut self, n: usize) {
+        self.byte(T_ARRAY);
+        self.uvar(n as u64);
+    }
+
+    /// Appends an int value (as [`Encoder::value`] would encode it).
+    pub fn int(&mut self, i: INT) {
+        self.byte(T_INT);
+        self.ivar(i);
+    }
+
+    /// Appends a bool value.
+    pub fn bool(&mut self, b: bool) {
+        self.byte(if b { T_TRUE } else { T_FALSE });
+    }
+
+    /// Appends the unit value.
+    pub fn unit(&mut self) {
+        self.byte(T_UNIT);
+    }
+
     /// Records a file descriptor to pass beside the bytes; returns its index.
     pub fn fd(&mut self, fd: RawFd) -> usize {
         self.fds.push(fd);
@@ -183,10 +215,9 @@ impl Encoder {
     }
 
     fn path_string(&self) -> String {
-        let mut out = String::new();
+        let mut out = self.root.to_string();
         for seg in &self.path {
             match seg {
-                Seg::Text(t) => out.push_str(t),
                 Seg::Index(i) => out.push_str(&format!("[{i}]")),
                 Seg::Key(k) if is_ident(k) => out.push_str(&format!(".{k}")),
                 Seg::Key(k) => out.push_str(&format!("[{:?}]", k.as_str())),
@@ -221,26 +252,35 @@ impl Encoder {
             };
             return self.value_at(&inner, depth + 1);
         }
-        if v.is_unit() {
-            self.byte(T_UNIT);
-        } else if let Ok(b) = v.as_bool() {
-            self.byte(if b { T_TRUE } else { T_FALSE });
-        } else if let Ok(i) = v.as_int() {
+        // The type tag is tested first (`is_int`...), and the value read only once it is known:
+        // rhai's `as_int`/`as_bool` build an error naming the type on every mismatch, which
+        // was a chain of failed conversions per value (`Dynamic::type_name` in the profiles).
+        if v.is_int() {
             self.byte(T_INT);
-            self.ivar(i);
-        } else if let Ok(f) = v.as_float() {
+            self.ivar(v.as_int().unwrap_or_default());
+        } else if v.is_unit() {
+            self.byte(T_UNIT);
+        } else if v.is_bool() {
+            let b = v.as_bool().unwrap_or_default();
+            self.byte(if b { T_TRUE } else { T_FALSE });
+        } else if v.is_float() {
             self.byte(T_FLOAT);
+            let f = v.as_float().unwrap_or_default();
             self.bytes.extend_from_slice(&f.to_le_bytes());
-        } else if let Ok(c) = v.as_char() {
+        } else if v.is_char() {
             self.byte(T_CHAR);
-            self.uvar(c as u64);
-        } else if let Some(s) = v.read_lock::<ImmutableString>() {
+            self.uvar(v.as_char().unwrap_or_default() as u64);
+        } else if let Some(s) = v
+            .is_string()
+            .then(|| v.read_lock::<ImmutableString>())
+            .flatten()
+        {
             self.byte(T_STR);
             self.raw(s.as_bytes());
-        } else if let Some(b) = v.read_lock::<Blob>() {
+        } else if let Some(b) = v.is_blob().then(|| v.read_lock::<Blob>()).flatten() {
             self.byte(T_BLOB);
             self.raw(&b);
-        } else if let Some(a) = v.read_lock::<Array>() {
+        } else if let Some(a) = v.is_array().then(|| v.read_lock::<Array>()).flatten() {
             self.byte(T_ARRAY);
             self.uvar(a.len() as u64);
             for (i, x) in a.iter().enumerate() {
@@ -248,7 +288,7 @@ impl Encoder {
                 self.value_at(x, depth + 1)?;
                 self.path.pop();
             }
-        } else if let Some(m) = v.read_lock::<Map>() {
+        } else if let Some(m) = v.is_map().then(|| v.read_lock::<Map>()).flatten() {
             self.byte(T_MAP);
             self.uvar(m.len() as u64);
             for (k, x) in m.iter() {
@@ -257,7 +297,7 @@ impl Encoder {
                 self.value_at(x, depth + 1)?;
                 self.path.pop();
             }
-        } else if let Some(f) = v.read_lock::<FnPtr>() {
+        } else if let Some(f) = v.is_fnptr().then(|| v.read_lock::<FnPtr>()).flatten() {
             self.fn_ptr(&f, depth)?;
         } else if let Some(r) = v.read_lock::<std::ops::Range<INT>>() {
             self.byte(T_RANGE);
@@ -291,6 +331,33 @@ impl Encoder {
         Ok(())
     }
 
+    /// Enters element `i` of an array written piece by piece (for error paths: `[i]`);
+    /// [`Encoder::leave`] when it is written.
+    pub fn enter(&mut self, i: usize) {
+        self.path.push(Seg::Index(i));
+    }
+
+    /// Leaves the element entered last.
+    pub fn leave(&mut self) {
+        self.path.pop();
+    }
+
+    /// Appends a function pointer value (its name, then its captured values).
+    pub fn fnptr(&mut self, f: &FnPtr) -> RtResult<()> {
+        self.fn_ptr(f, 0)
+    }
+
+    /// Appends an array value from its elements (error paths name each `[i]`).
+    pub fn array(&mut self, a: &[Dynamic]) -> RtResult<()> {
+        self.array_header(a.len());
+        for (i, x) in a.iter().enumerate() {
+            self.path.push(Seg::Index(i));
+            self.value_at(x, 1)?;
+            self.path.pop();
+        }
+        Ok(())
+    }
+
     fn fn_ptr(&mut self, f: &FnPtr, depth: usize) -> RtResult<()> {
         self.byte(T_FNPTR);
         self.raw(f.fn_name().as_bytes());
@@ -303,10 +370,11 @@ impl Encoder {
             .unwrap_or_default();
         for (i, c) in curry.iter().enumerate() {
             let label = names.get(i).cloned().unwrap_or_else(|| i.to_string());
-            let saved =
-                std::mem::replace(&mut self.path, vec![Seg::Text(format!("capture {label}"))]);
+            let saved_root = std::mem::replace(&mut self.root, format!("capture {label}").into());
+            let saved = std::mem::take(&mut self.path);
             let r = self.value_at(c, depth + 1);
             self.path = saved;
+            self.root = saved_root;
             r?;
         }
         Ok(())
@@ -402,6 +470,31 @@ impl<'a> Decoder<'a> {
             .get_mut(i)
             .and_then(Option::take)
             .ok_or_else(|| "missing file descriptor".to_string())
+    }
+
+    /// Reads an array's header: its length (the values follow).
+    pub fn array_header(&mut self) -> Result<usize, String> {
+        match self.byte()? {
+            T_ARRAY => self.len(1),
+            t => Err(format!("expected an array, found tag {t}")),
+        }
+    }
+
+    /// Reads an int value.
+    pub fn int(&mut self) -> Result<INT, String> {
+        match self.byte()? {
+            T_INT => self.ivar(),
+            t => Err(format!("expected an int, found tag {t}")),
+        }
+    }
+
+    /// Reads a bool value.
+    pub fn bool(&mut self) -> Result<bool, String> {
+        match self.byte()? {
+            T_TRUE => Ok(true),
+            T_FALSE => Ok(false),
+            t => Err(format!("expected a bool, found tag {t}")),
+        }
     }
 
     /// Decodes one value.

@@ -181,7 +181,11 @@ impl Pool {
             return r.submit(self, ctx, kind, f, star, items, chunksize, cb, ecb);
         }
         // Unsendable arguments fail here, in the caller, before anything is queued.
-        crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "target")?;
+        // A function pointer without captures is only its name: always sendable (its trial
+        // encoding was a share of every `apply_async`).
+        if !f.curry().is_empty() {
+            crate::wire::check_sendable_in(ctx, &Dynamic::from(f.clone()), "target")?;
+        }
         // Plain values (numbers, strings...) always encode: only other items are test-encoded
         // (encoding a whole map's items an extra time cost the parent as much as sending them).
         match (kind, items.as_slice()) {

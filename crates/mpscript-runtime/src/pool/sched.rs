@@ -349,7 +349,16 @@ impl Scheduler {
     }
 
     fn queue_callbacks(&mut self, job: &Job, mut cbs: Vec<(FnPtr, Dynamic)>) {
-        cbs.extend(std::mem::take(&mut job.data().done_callbacks));
+        let mut d = job.data();
+        cbs.extend(std::mem::take(&mut d.done_callbacks));
+        if cbs.is_empty() {
+            // Nothing to run: done now. Queued, every finished job (most have no callback)
+            // kept the queue non-empty, so each `get()` took a whole service round (a poll,
+            // the locks) instead of `wait_until`'s fast path.
+            d.callbacks_done = true;
+            return;
+        }
+        drop(d);
         self.callbacks.push_back((cbs, job.clone()));
     }
 

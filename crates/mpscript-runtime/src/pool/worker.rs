@@ -164,17 +164,26 @@ impl Gathered {
         }
     }
 
-    fn reply(self, id: Dynamic) -> Dynamic {
-        match self {
-            Gathered::Values(vs) => Dynamic::from_array(vec![id, true.into(), vs.into()]),
-            Gathered::Entries(es) => Dynamic::from_array(vec![id, false.into(), es.into()]),
-        }
+    /// Writes the reply `[id, true, values]` or `[id, false, entries]` piece by piece (no
+    /// `Dynamic` arrays built around the results).
+    fn encode(&self, id: i64, e: &mut crate::wire::Encoder) -> RtResult<()> {
+        e.array_header(3);
+        e.int(id);
+        let (all_ok, items) = match self {
+            Gathered::Values(vs) => (true, vs),
+            Gathered::Entries(es) => (false, es),
+        };
+        e.bool(all_ok);
+        e.enter(2);
+        e.array(items)?;
+        e.leave();
+        Ok(())
     }
 }
 
 /// When a chunk's results cannot be encoded: each of its `n` tasks answers with a
 /// `RemoteError` (`SendError`).
-fn unsendable_reply(id: Dynamic, n: usize, why: &str) -> Dynamic {
+fn unsendable_reply(id: i64, n: usize, why: &str) -> Dynamic {
     let err = super::results::remote_error(&crate::errors::mp_err(
         crate::errors::ErrorKind::SendError,
         format!("a task's result cannot be sent back: {why}"),
@@ -182,7 +191,25 @@ fn unsendable_reply(id: Dynamic, n: usize, why: &str) -> Dynamic {
     let failed: Array = (0..n)
         .map(|_| Dynamic::from_array(vec![false.into(), err.clone()]))
         .collect();
-    Dynamic::from_array(vec![id, false.into(), failed.into()])
+    Dynamic::from_array(vec![id.into(), false.into(), failed.into()])
+}
+
+/// One chunk of a task batch, `[id, f or (), star, items, defer]`, read field by field: the
+/// items are decoded straight into the array the calls take them from.
+fn read_chunk(d: &mut crate::wire::Decoder) -> Result<(i64, Dynamic, bool, Array, bool), String> {
+    if d.array_header()? != 5 {
+        return Err("bad chunk".into());
+    }
+    let id = d.int()?;
+    let f = d.value()?;
+    let star = d.bool()?;
+    let n = d.array_header()?;
+    let mut items = Array::with_capacity(n);
+    for _ in 0..n {
+        items.push(d.value()?);
+    }
+    let defer = d.bool()?;
+    Ok((id, f, star, items, defer))
 }
 
 /// The worker's side of its socket: task frames read in bulk (one `recvmsg` takes every frame
@@ -195,9 +222,10 @@ struct Inbox {
     fds: std::collections::VecDeque<OwnedFd>,
 }
 
-/// A task frame: its bytes and fds.
+/// A task frame: where its bytes are in the inbox's buffer (read in place, not copied out),
+/// and its fds.
 struct TaskFrame {
-    bytes: Vec<u8>,
+    bytes: std::ops::Range<usize>,
     fds: Vec<OwnedFd>,
 }
 
@@ -246,9 +274,10 @@ impl Inbox {
         if buf.len() < hl + len || len < 8 {
             return None;
         }
-        let bytes = buf[hl..hl + len].to_vec();
+        let p = &buf[hl..hl + len];
+        let nfds = u32::from_le_bytes([p[4], p[5], p[6], p[7]]) as usize;
+        let bytes = self.at + hl..self.at + hl + len;
         self.at += hl + len;
-        let nfds = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
         let fds = (0..nfds).filter_map(|_| self.fds.pop_front()).collect();
         Some(TaskFrame { bytes, fds })
     }
@@ -273,12 +302,15 @@ const DEFER_MAX: usize = 32;
 const DEFER_AGE: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl Outbox {
-    /// Adds a reply frame; its `fds` belong to the reply value, which the caller keeps alive
-    /// until the next flush (a reply with fds is flushed at once: see [`Outbox::may_wait`]).
-    fn push(&mut self, payload: &[u8], fds: &[std::os::fd::RawFd]) {
-        let (h, hl) = crate::connection::framing::header(payload.len() as u64);
+    /// Adds a reply frame (`[nfds u32][wire]`); its `fds` belong to the reply value, which
+    /// the caller keeps alive until the next flush (a reply with fds is flushed at once: see
+    /// [`Outbox::may_wait`]).
+    fn push(&mut self, wire: &[u8], fds: &[std::os::fd::RawFd]) {
+        let (h, hl) = crate::connection::framing::header(4 + wire.len() as u64);
         self.bytes.extend_from_slice(&h[..hl]);
-        self.bytes.extend_from_slice(payload);
+        self.bytes
+            .extend_from_slice(&(fds.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(wire);
         self.fds.extend_from_slice(fds);
         self.count += 1;
         self.since.get_or_insert_with(std::time::Instant::now);
@@ -353,6 +385,7 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
         since: None,
     };
     let mut done = 0usize;
+    let mut scratch = Vec::with_capacity(64);
     loop {
         let frame = match inbox.next() {
             Ok(Some(f)) => f,
@@ -361,7 +394,7 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
         };
         // [4-byte LE units length][4-byte LE fd count][units][batch]: units first, so the
         // batch's closures resolve against them.
-        let Some((units, batch)) = super::split_message(&frame.bytes) else {
+        let Some((units, batch)) = super::split_message(&inbox.buf[frame.bytes]) else {
             return 1;
         };
         let units = match crate::wire::decode(units, Vec::new(), None) {
@@ -375,32 +408,25 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
             }
         }
         let resolver = |name: &str| lib.resolve(&caller, name);
-        let batch = match crate::wire::decode(batch, frame.fds, Some(&resolver)) {
-            Ok(b) => b,
+        let mut d = crate::wire::Decoder::new(batch, frame.fds, Some(&resolver));
+        let mut left = match d.array_header() {
+            Ok(n) => n,
             Err(e) => {
                 eprintln!("pool worker: bad task message: {e}");
                 return 1;
             }
         };
-        let mut chunks = batch.try_cast::<Array>().unwrap_or_default().into_iter();
         let mut last_f: Option<FnPtr> = None;
-        while let Some(chunk) = chunks.next() {
-            // Taken apart by value: the items are moved into the calls, never cloned.
-            let Some(c) = chunk.try_cast::<Array>() else {
-                continue;
+        while left > 0 {
+            left -= 1;
+            let (id, f, star, items, defer) = match read_chunk(&mut d) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pool worker: bad task message: {e}");
+                    let _ = outbox.flush(fd);
+                    return 1;
+                }
             };
-            let mut parts = c.into_iter();
-            let (Some(id), Some(f), Some(star), Some(items), Some(defer), None) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-            ) else {
-                continue;
-            };
-            let star = star.as_bool().unwrap_or(false);
             // `()`: the same function (and star) as the previous chunk of this batch (see
             // `send_batch`): reused as it was resolved and linked then.
             let f = match (f.try_cast::<FnPtr>(), &last_f) {
@@ -412,7 +438,6 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
                 (None, Some(g)) => g.clone(),
                 (None, None) => continue,
             };
-            let items = items.try_cast::<Array>().unwrap_or_default();
             let n = items.len();
             let mut results = Gathered::Values(Array::with_capacity(n));
             for item in items {
@@ -433,32 +458,28 @@ pub fn serve(caller: Caller, setup: WorkerSetup) -> i32 {
                 }
                 results.push(r);
             }
-            let reply = results.reply(id.clone());
-            let (bytes, fds) = match crate::wire::encode(&reply, "result") {
-                Ok(x) => x,
-                Err(e) => {
-                    let d = crate::errors::describe(&e);
-                    let fail = unsendable_reply(id, n, &d.message);
-                    match crate::wire::encode(&fail, "result") {
-                        Ok(x) => x,
-                        Err(_) => return 1,
-                    }
+            // Encoded into one buffer kept across replies, then copied once into the outbox.
+            let mut e = crate::wire::Encoder::with_bytes("result", std::mem::take(&mut scratch));
+            e.bytes.clear();
+            if let Err(err) = results.encode(id, &mut e) {
+                let d = crate::errors::describe(&err);
+                let fail = unsendable_reply(id, n, &d.message);
+                e = crate::wire::Encoder::with_bytes("result", std::mem::take(&mut e.bytes));
+                e.bytes.clear();
+                if e.value(&fail).is_err() {
+                    return 1;
                 }
-            };
-            let mut payload = Vec::with_capacity(4 + bytes.len());
-            payload.extend_from_slice(&(fds.len() as u32).to_le_bytes());
-            payload.extend_from_slice(&bytes);
-            outbox.push(&payload, &fds);
+            }
+            outbox.push(&e.bytes, &e.fds);
+            scratch = e.bytes;
             done += 1;
             // Normally one reply per chunk, sent as soon as it is done: if this worker dies
             // later, the parent knows exactly which chunk was running (the first unanswered
             // one) and which never started (requeued). A map's chunk may wait for the next
             // (see `Outbox`): a death then fails the unsent ones too, as part of a job that
             // fails anyway.
-            let more = chunks.len() > 0;
-            if !(defer.as_bool().unwrap_or(false) && more && outbox.may_wait())
-                && outbox.flush(fd).is_err()
-            {
+            let more = left > 0;
+            if !(defer && more && outbox.may_wait()) && outbox.flush(fd).is_err() {
                 return 1;
             }
         }

@@ -12,82 +12,75 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 pub(super) struct OutFrame {
     pub(super) bytes: Vec<u8>,
     pub(super) fds: Vec<RawFd>,
+    /// Where the frame starts in `bytes` (the fds go with its first byte).
+    pub(super) start: usize,
     pub(super) off: usize,
 }
 
 impl Scheduler {
-    pub(super) fn send_batch(&mut self, i: usize, mut batch: Vec<Chunk>) -> RtResult<()> {
+    pub(super) fn send_batch(&mut self, i: usize, batch: Vec<Chunk>) -> RtResult<()> {
+        // The frame is encoded in place, straight from the chunks (no `Dynamic` message is
+        // built, nothing is copied): room for the longest header and the two u32 counts,
+        // then the units and the batch; the header is written last, right before the body.
+        const ROOM: usize = 12 + 8;
         let units = crate::program::units_since(self.workers[i].gen);
-        let units_val: Array = units
-            .iter()
-            .map(|u| Dynamic::from_array(vec![u.name.clone().into(), u.source.clone().into()]))
-            .collect();
-        let (ub, _) = crate::wire::encode(&units_val.into(), "units")?;
-        // The items are lent to the message (moved, not cloned) and taken back after encoding:
-        // the chunk keeps them in case its worker dies and it is requeued.
+        let mut e = crate::wire::Encoder::with_bytes("args", Vec::with_capacity(256));
+        e.bytes.resize(ROOM, 0);
+        if units.is_empty() {
+            e.array_header(0);
+        } else {
+            let units_val: Array = units
+                .iter()
+                .map(|u| Dynamic::from_array(vec![u.name.clone().into(), u.source.clone().into()]))
+                .collect();
+            e.value(&units_val.into())?;
+        }
+        let ulen = e.bytes.len() - ROOM;
         // A chunk's reply may wait in the worker for the next chunk's (see `worker::Outbox`)
         // only when that next chunk is of the same map job: the wait is then for work the job
         // needs anyway, and nobody sees a map's results before it is complete.
-        let defer: Vec<bool> = (0..batch.len())
-            .map(|k| {
-                batch[k].job.data().kind == super::super::JobKind::Map
-                    && batch.get(k + 1).is_some_and(|n| n.job == batch[k].job)
-            })
-            .collect();
         // A function the previous chunk of the batch already named (with the same star) travels
         // as `()` and the worker reuses its own: with chunksize 1 it was encoded, decoded and
         // looked up per task.
-        let same_f: Vec<bool> = (0..batch.len())
-            .map(|k| {
-                k > 0 && {
-                    let (a, b) = (&batch[k - 1].f, &batch[k].f);
-                    a.fn_name() == b.fn_name()
-                        && a.curry().is_empty()
-                        && b.curry().is_empty()
-                        && batch[k - 1].star == batch[k].star
-                }
-            })
-            .collect();
-        let msg: Array = batch
-            .iter_mut()
-            .zip(defer)
-            .zip(same_f)
-            .map(|((c, defer), same_f)| {
-                c.job.data().running = true;
-                Dynamic::from_array(vec![
-                    (c.id as i64).into(),
-                    if same_f {
-                        Dynamic::UNIT
-                    } else {
-                        Dynamic::from(c.f.clone())
-                    },
-                    c.star.into(),
-                    std::mem::take(&mut c.items).into(),
-                    defer.into(),
-                ])
-            })
-            .collect();
-        let msg = Dynamic::from_array(msg);
-        let encoded = crate::wire::encode(&msg, "args");
-        for (c, m) in batch
-            .iter_mut()
-            .zip(msg.try_cast::<Array>().unwrap_or_default())
-        {
-            if let Some(items) = m
-                .try_cast::<Array>()
-                .and_then(|mut p| (p.len() > 3).then(|| p.swap_remove(3)))
-            {
-                c.items = items.try_cast::<Array>().unwrap_or_default();
+        // Each chunk: `[id, f or (), star, items, defer]`.
+        e.array_header(batch.len());
+        for k in 0..batch.len() {
+            let c = &batch[k];
+            let defer = {
+                let mut job = c.job.data();
+                job.running = true;
+                job.kind == super::super::JobKind::Map
+                    && batch.get(k + 1).is_some_and(|n| n.job == c.job)
+            };
+            let same_f = k > 0 && {
+                let (a, b) = (&batch[k - 1].f, &c.f);
+                a.fn_name() == b.fn_name()
+                    && a.curry().is_empty()
+                    && b.curry().is_empty()
+                    && batch[k - 1].star == c.star
+            };
+            e.enter(k);
+            e.array_header(5);
+            e.int(c.id as i64);
+            if same_f {
+                e.unit();
+            } else {
+                e.fnptr(&c.f)?;
             }
+            e.bool(c.star);
+            e.enter(3);
+            e.array(&c.items)?;
+            e.leave();
+            e.bool(defer);
+            e.leave();
         }
-        let (bb, fds) = encoded?;
-        let (h, hl) = crate::connection::framing::header((8 + ub.len() + bb.len()) as u64);
-        let mut bytes = Vec::with_capacity(hl + 8 + ub.len() + bb.len());
-        bytes.extend_from_slice(&h[..hl]);
-        bytes.extend_from_slice(&(ub.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&(fds.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(&ub);
-        bytes.extend_from_slice(&bb);
+        let (mut bytes, fds) = (e.bytes, e.fds);
+        let len = bytes.len() - 12;
+        let (h, hl) = crate::connection::framing::header(len as u64);
+        let start = 12 - hl;
+        bytes[start..12].copy_from_slice(&h[..hl]);
+        bytes[12..16].copy_from_slice(&(ulen as u32).to_le_bytes());
+        bytes[16..20].copy_from_slice(&(fds.len() as u32).to_le_bytes());
         let w = &mut self.workers[i];
         w.gen += units.len();
         for c in batch {
@@ -96,7 +89,12 @@ impl Scheduler {
             w.sent += 1;
             self.inflight.insert(c.id, c);
         }
-        w.out = Some(OutFrame { bytes, fds, off: 0 });
+        w.out = Some(OutFrame {
+            bytes,
+            fds,
+            start,
+            off: start,
+        });
         self.flush(i);
         Ok(())
     }
@@ -108,7 +106,7 @@ impl Scheduler {
             return;
         };
         while out.off < out.bytes.len() {
-            let fds: &[RawFd] = if out.off == 0 { &out.fds } else { &[] };
+            let fds: &[RawFd] = if out.off == out.start { &out.fds } else { &[] };
             match send_some(sock.as_raw_fd(), &out.bytes[out.off..], fds) {
                 Ok(n) => out.off += n,
                 Err(nix::errno::Errno::EINTR) => continue,
@@ -215,27 +213,35 @@ impl Scheduler {
     }
 
     pub(super) fn on_results(&mut self, i: usize, bytes: &[u8], fds: Vec<OwnedFd>) {
-        let decoded = crate::wire::decode(bytes, fds, None);
-        let Some(reply) = decoded.ok().and_then(|v| v.try_cast::<Array>()) else {
+        // `[id, true, values]` (every task succeeded) or `[id, false, [[ok, value], ...]]`,
+        // read field by field: the values land in one vector, no `Dynamic` arrays around them.
+        // A malformed reply is ignored whole (its chunk stays in flight), as before.
+        let mut d = crate::wire::Decoder::new(bytes, fds, None);
+        let read = |d: &mut crate::wire::Decoder| -> Result<(i64, bool, Vec<Dynamic>), String> {
+            if d.array_header()? != 3 {
+                return Err("bad reply".into());
+            }
+            let (id, all_ok) = (d.int()?, d.bool()?);
+            let n = d.array_header()?;
+            let mut rs = Vec::with_capacity(n);
+            for _ in 0..n {
+                rs.push(d.value()?);
+            }
+            Ok((id, all_ok, rs))
+        };
+        let Ok((id, all_ok, rs)) = read(&mut d) else {
             return;
         };
-        // Owned, not cloned: a chunk's results are moved into the job as they are.
-        // `[id, true, values]` (every task succeeded) or `[id, false, [[ok, value], ...]]`.
-        let mut parts = reply.into_iter();
-        let (Some(id), Some(all_ok), Some(rs), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        if !d.at_end() {
             return;
-        };
-        let id = id.as_int().unwrap_or(-1) as u64;
-        let all_ok = all_ok.as_bool().unwrap_or(false);
+        }
+        let id = id as u64;
         let Some(chunk) = self.inflight.remove(&id) else {
             return;
         };
         let w = &mut self.workers[i];
         w.outstanding.retain(|&c| c != id);
         w.out_items = w.out_items.saturating_sub(chunk.items.len());
-        let rs = rs.try_cast::<Array>().unwrap_or_default();
         let mut job = chunk.job.data();
         let mut complete = false;
         for (k, r) in rs.into_iter().enumerate() {
